@@ -1,0 +1,187 @@
+"""The ``ssmrec`` command line: ``train``, ``evaluate`` and ``data info``.
+
+Flags default to ``None`` so that only flags the user typed override the config file and preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ssmrec import __version__
+from ssmrec.config import PRESETS, PROTOCOLS, build_config, read_config_file, resolve_config
+from ssmrec.errors import SsmrecError
+
+# flag, config key ("data." prefix: a DataSpec key), type, help
+TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
+    (
+        "--dataset",
+        "data.dataset",
+        str,
+        "registered dataset name (gowalla, yelp2018, amazon-book, ml-100k, ...)",
+    ),
+    ("--data", "data.path", str, "path to a data folder or file instead of a registered name"),
+    ("--format", "data.format", str, "data format: auto, lightgcn, pairs, atomic, csv"),
+    ("--rating-threshold", "data.rating_threshold", float, "keep interactions with rating >= this"),
+    ("--split", "data.split", str, "how to split unsplit data: ratio or leave-last-out"),
+    ("--test-ratio", "data.test_ratio", float, "test share per user when splitting unsplit data"),
+    ("--valid-ratio", "data.valid_ratio", float, "validation share carved from train when there is none"),
+    ("--split-seed", "data.split_seed", int, "seed of the data split"),
+    ("--model", "model", str, "mf or lightgcn"),
+    ("--layers", "layers", int, "LightGCN propagation layers"),
+    ("--dim", "dim", int, "embedding size"),
+    ("--propagation", "propagation", str, "LightGCN batch encoding: auto, full or local"),
+    ("--loss", "loss", str, "ssm or bpr"),
+    ("--temperature", "temperature", float, "SSM temperature tau"),
+    ("--similarity", "similarity", str, "SSM similarity: cosine or dot"),
+    ("--num-negatives", "num_negatives", int, "sampled negatives per positive (SSM: 0 = in-batch)"),
+    ("--reduction", "reduction", str, "sum or mean over the batch (default: the loss's own)"),
+    ("--reg", "reg", float, "L2 weight on the batch's ego embeddings: reg/2 * sum ||e||^2"),
+    ("--lr", "lr", float, "Adam learning rate"),
+    ("--batch-size", "batch_size", int, "training pairs per batch"),
+    ("--epochs", "epochs", int, "maximum epochs"),
+    ("--eval-every", "eval_every", int, "evaluate every N epochs"),
+    ("--patience", "patience", int, "stop after this many evaluations without gain"),
+    ("--metric", "metric", str, "model-selection metric, e.g. recall@20"),
+    ("--ks", "ks", lambda text: [int(k) for k in text.split(",")], "cut-offs, e.g. 10,20,50"),
+    ("--rank-by", "rank_by", str, "ranking score: dot (paper default) or cosine"),
+    ("--eval-chunk-size", "eval_chunk_size", int, "users scored at once during evaluation"),
+    ("--protocol", "protocol", str, f"{' or '.join(PROTOCOLS)}: paper selects the best epoch on TEST"),
+    ("--seed", "seed", int, "seed of initialisation and sampling"),
+    ("--threads", "threads", int, "torch intra-op threads"),
+    ("--output", "output", str, "run directory (default runs/<name>)"),
+    ("--name", "name", str, "run name under runs/"),
+]
+
+
+def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model and write a run directory",
+        description="Train MF or LightGCN with SSM or BPR; evaluate by full ranking; write runs/<name>/.",
+        epilog=f"presets: {', '.join(PRESETS)}",
+    )
+    parser.add_argument("--config", help="TOML or YAML config file; flags override it")
+    parser.add_argument("--preset", help=f"named settings: {', '.join(PRESETS)}")
+    for flag, key, kind, text in TRAIN_FLAGS:
+        parser.add_argument(flag, dest=key, type=kind, default=None, help=text)
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=None, help="no progress bars"
+    )
+    parser.set_defaults(handler=_train)
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    keys = [key for _, key, _, _ in TRAIN_FLAGS] + ["preset", "progress"]
+    for key in keys:
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if key.startswith("data."):
+            values.setdefault("data", {})[key.removeprefix("data.")] = value
+        else:
+            values[key] = value
+    return values
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ssmrec.train import train
+
+    file_values = read_config_file(args.config) if args.config else {}
+    where = f"{args.config}: " if args.config else ""
+    config = resolve_config(file_values, _flag_values(args), where)
+    if not config.data.dataset and not config.data.path:
+        raise SsmrecError("no data: give --dataset NAME, --data PATH, or a --preset")
+    result = train(config)
+    summary = {"run_dir": str(result.run_dir), **result.final}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ssmrec.data import load_dataset
+    from ssmrec.rundir import CONFIG, DATA, WEIGHTS, RunDir, data_fingerprint
+    from ssmrec.train import PAPER_PROTOCOL_NOTE, build_model_for, evaluate_split
+
+    run = RunDir(args.run_dir)
+    for needed in (CONFIG, DATA, WEIGHTS):
+        if not (run.path / needed).is_file():
+            raise SsmrecError(f"{run.path}: not a complete run directory ({needed} is missing)")
+    config = build_config(run.read_json(CONFIG), f"{run.path / CONFIG}: ")
+    data = load_dataset(config.data_spec())
+    recorded = run.read_json(DATA)
+    if recorded.get("source") != data_fingerprint(data)["source"]:
+        raise SsmrecError(f"{run.path}: the dataset's files changed since the run (source hashes differ)")
+    model = build_model_for(config, data)
+    model.load_state_dict(run.load_weights())
+    splits = [s for s in args.splits.split(",") if s]
+    out: dict[str, Any] = {"run_dir": str(run.path), "protocol": config.protocol}
+    if config.protocol == "paper":
+        out["note"] = PAPER_PROTOCOL_NOTE
+    for split in splits:
+        if split not in ("valid", "test"):
+            raise SsmrecError(f"unknown split {split!r}; choose valid and/or test")
+        if split == "valid" and data.valid is None:
+            continue
+        out[split] = evaluate_split(model, data, split, config)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _data_info(args: argparse.Namespace) -> int:
+    from ssmrec.data import DataSpec, describe, load_dataset
+
+    target = args.target
+    is_path = Path(target).exists() or "/" in target
+    spec = DataSpec(path=target, valid_ratio=0.0) if is_path else DataSpec(dataset=target, valid_ratio=0.0)
+    print(describe(load_dataset(spec)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ssmrec",
+        description="Item recommendation with the sampled softmax loss: train, evaluate, inspect data.",
+    )
+    parser.add_argument("--version", action="version", version=f"ssmrec {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_train_parser(subparsers)
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="re-evaluate a run directory's saved weights",
+        description="Load RUN_DIR's config and best weights; print metrics.",
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--splits", default="valid,test", help="comma-separated: valid,test")
+    evaluate.set_defaults(handler=_evaluate)
+    data = subparsers.add_parser("data", help="inspect datasets", description="Inspect datasets.")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    info = data_commands.add_parser(
+        "info",
+        help="counts and sparsity of a dataset",
+        description="Print counts, sparsity and cleaning report of NAME or PATH.",
+    )
+    info.add_argument("target", metavar="NAME|PATH")
+    info.set_defaults(handler=_data_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (SsmrecError, FileExistsError) as error:
+        print(f"ssmrec: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ssmrec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The run directory: everything needed to trust, reproduce and re-evaluate a run.
+
+Layout (all JSON written atomically: temp file in the same folder, then ``os.replace``, so a crash
+leaves either the previous complete file or the new complete file, never half of one)::
+
+    config.json          resolved TrainConfig
+    data.json            data fingerprint: source file hashes, counts, cleaning report
+    environment.json     package versions, platform, threads
+    metrics.jsonl        one record per evaluation (rewritten whole on each evaluation)
+    final_metrics.json   best-epoch metrics on valid and test
+    model.safetensors    best weights (tensors only; loading never unpickles objects)
+    train.log            human-readable log
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ssmrec.data import Interactions
+
+CONFIG = "config.json"
+DATA = "data.json"
+ENVIRONMENT = "environment.json"
+METRICS = "metrics.jsonl"
+FINAL = "final_metrics.json"
+WEIGHTS = "model.safetensors"
+LOG = "train.log"
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so readers see the old or the new content, nothing in between."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            temp.write(payload)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine facts that can change a run's numbers or speed."""
+    versions = {}
+    for package in ("ssmrec", "torch", "numpy", "scipy", "safetensors"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "python": sys.version.split()[0],
+        "packages": versions,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def data_fingerprint(data: Interactions) -> dict[str, Any]:
+    """What identifies the data a run saw: source hashes, counts and the cleaning report."""
+    return {
+        "name": data.name,
+        "source": dict(data.source),
+        "options": dict(data.options),
+        "counts": data.counts(),
+        "report": dataclasses.asdict(data.report),
+    }
+
+
+class RunDir:
+    """A run directory being written by a training run, or read back by ``ssmrec evaluate``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: str | Path) -> RunDir:
+        """A new run directory; refuses to mix a new run into an existing one's files."""
+        run = cls(path)
+        if run.path.exists() and any(run.path.iterdir()):
+            raise FileExistsError(f"run directory {run.path} already exists and is not empty; choose another")
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run
+
+    def write_json(self, name: str, value: Any) -> None:
+        atomic_write_json(self.path / name, value)
+
+    def read_json(self, name: str) -> Any:
+        return read_json(self.path / name)
+
+    def write_metrics(self, records: Iterable[dict[str, Any]]) -> None:
+        lines = "".join(json.dumps(record) + "\n" for record in records)
+        atomic_write_bytes(self.path / METRICS, lines.encode())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / METRICS
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def save_weights(self, state: dict[str, torch.Tensor]) -> None:
+        handle, temp_name = tempfile.mkstemp(dir=self.path, prefix=f".{WEIGHTS}.", suffix=".tmp")
+        os.close(handle)
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, temp_name)
+            os.replace(temp_name, self.path / WEIGHTS)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+
+    def load_weights(self) -> dict[str, torch.Tensor]:
+        return load_file(str(self.path / WEIGHTS))

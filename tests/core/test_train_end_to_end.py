@@ -1,0 +1,127 @@
+"""End to end through the CLI on synthetic data with planted structure, plus the run directory contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ssmrec.cli import main
+from ssmrec.data import DataSpec, load_dataset
+from ssmrec.evaluate import evaluate_ranking
+
+N_USERS, N_CLUSTERS, ITEMS_PER_CLUSTER = 240, 8, 20
+
+
+def _write_planted(folder: Path) -> None:
+    """Users each like one cluster of items: 10 train and 3 test items from it, plus 1 random train item."""
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    train_lines, test_lines = [], []
+    n_items = N_CLUSTERS * ITEMS_PER_CLUSTER
+    for user in range(N_USERS):
+        cluster = user % N_CLUSTERS
+        chosen = cluster * ITEMS_PER_CLUSTER + rng.choice(ITEMS_PER_CLUSTER, 13, replace=False)
+        noise = int(rng.integers(n_items))
+        train = sorted({*chosen[:10].tolist(), noise})
+        test = sorted(set(chosen[10:].tolist()) - set(train))
+        train_lines.append(" ".join(map(str, [user, *train])))
+        test_lines.append(" ".join(map(str, [user, *test])))
+    (folder / "train.txt").write_text("\n".join(train_lines) + "\n")
+    (folder / "test.txt").write_text("\n".join(test_lines) + "\n")
+
+
+def _train(data: Path, output: Path, *extra: str) -> dict:
+    argv = ["train", "--data", str(data), "--output", str(output), "--model", "lightgcn", "--layers", "1",
+            "--loss", "ssm", "--temperature", "0.2", "--batch-size", "256", "--epochs", "12", "--lr", "0.01",
+            "--seed", "7", "--no-progress", *extra]  # fmt: skip
+    assert main(argv) == 0
+    return json.loads((output / "final_metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("planted") / "data"
+    _write_planted(folder)
+    return folder
+
+
+def test_lightgcn_ssm_beats_popularity_and_writes_a_complete_run(planted: Path, tmp_path: Path) -> None:
+    final = _train(planted, tmp_path / "run")
+    data = load_dataset(DataSpec(path=str(planted), valid_ratio=0.1))
+    popularity = torch.from_numpy(data.item_popularity.astype(np.float32)).unsqueeze(1)
+    baseline = evaluate_ranking(
+        torch.ones(data.n_users, 1), popularity, data.test, exclude=[data.train, data.valid], ks=[20]
+    )
+    assert final["test"]["recall@20"] > baseline["recall@20"] + 0.3, (final["test"], baseline)
+    assert final["protocol"] == "standard" and final["selection_split"] == "valid"
+    assert set(final) >= {"valid", "test", "best_epoch", "epochs_run", "train_seconds"}
+
+    run = tmp_path / "run"
+    names = {p.name for p in run.iterdir()}
+    assert names == {
+        "config.json",
+        "data.json",
+        "environment.json",
+        "metrics.jsonl",
+        "final_metrics.json",
+        "model.safetensors",
+        "train.log",
+    }  # fmt: skip; no temp files left behind
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))
+    for record in records:
+        assert {"epoch", "loss", "train_seconds", "eval_seconds", "recall@20", "ndcg@20", "mrr@50"} <= set(
+            record
+        )
+    weights = load_file(str(run / "model.safetensors"))
+    assert weights["user_embedding.weight"].shape == (data.n_users, 64)
+    config = json.loads((run / "config.json").read_text())
+    assert config["temperature"] == 0.2 and config["layers"] == 1
+    fingerprint = json.loads((run / "data.json").read_text())
+    assert fingerprint["counts"]["users"] == N_USERS
+    assert all(len(digest) == 64 for digest in fingerprint["source"].values())
+
+
+def test_same_seed_reproduces_metrics_exactly(planted: Path, tmp_path: Path) -> None:
+    first = _train(planted, tmp_path / "a", "--epochs", "3")
+    second = _train(planted, tmp_path / "b", "--epochs", "3")
+    assert first["test"] == second["test"] and first["valid"] == second["valid"]
+    other = _train(planted, tmp_path / "c", "--epochs", "3", "--seed", "8")
+    assert other["test"] != first["test"]
+
+
+def test_evaluate_command_reproduces_final_metrics(planted: Path, tmp_path: Path, capsys) -> None:
+    final = _train(planted, tmp_path / "run", "--epochs", "2", "--protocol", "paper")
+    assert final["selection_split"] == "test" and "TEST" in final["note"]
+    assert "valid" not in final  # the paper protocol trains on the full train split
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["test"] == pytest.approx(final["test"], rel=1e-6)
+    assert "TEST" in printed["note"]
+
+
+def test_bpr_and_mf_train_through_the_same_loop(planted: Path, tmp_path: Path) -> None:
+    final = _train(
+        planted, tmp_path / "bpr", "--loss", "bpr", "--model", "mf", "--epochs", "2", "--reg", "1e-4"
+    )
+    assert 0.0 <= final["test"]["recall@20"] <= 1.0
+
+
+def test_cli_errors_are_one_line(planted: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("earlier results")
+    assert main(["train", "--data", str(planted), "--output", str(tmp_path / "busy"), "--epochs", "1"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "busy" / "keep.txt").read_text() == "earlier results"
+    assert main(["train", "--data", str(planted), "--temperature", "-1"]) == 2
+    assert "temperature must be > 0" in capsys.readouterr().err
+    assert main(["train", "--epochs", "1"]) == 2
+    assert "no data" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "not a complete run directory" in capsys.readouterr().err
