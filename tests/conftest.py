@@ -25,5 +25,7 @@ def shared_dataset(name: str) -> Path:
     """Path of ``../shared/data/<name>``, or skip the test saying why it is absent."""
     path = SHARED_DATA / name
     if not path.is_dir():
-        pytest.skip(f"real dataset {name!r} not available: {path} does not exist (needs ../shared beside the repo)")
+        pytest.skip(
+            f"real dataset {name!r} not available: {path} does not exist (../shared is not beside the repo)"
+        )
     return path

@@ -1,4 +1,4 @@
-"""The ``ssmrec`` command line: ``train``, ``evaluate`` and ``data info``.
+"""The ``ssmrec`` command line: ``train``, ``evaluate``, ``analyze``, ``compare`` and ``data info``.
 
 Flags default to ``None`` so that only flags the user typed override the config file and preset.
 """
@@ -7,14 +7,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ssmrec import __version__
-from ssmrec.config import PRESETS, PROTOCOLS, build_config, read_config_file, resolve_config
+from ssmrec.config import PRESETS, PROTOCOLS, read_config_file, resolve_config
 from ssmrec.errors import SsmrecError
+from ssmrec.grid import add_grid_parser
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _pair(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected two numbers like 0.5,0.5, got {text!r}") from error
+
 
 # flag, config key ("data." prefix: a DataSpec key), type, help
 TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
@@ -31,14 +49,29 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--test-ratio", "data.test_ratio", float, "test share per user when splitting unsplit data"),
     ("--valid-ratio", "data.valid_ratio", float, "validation share carved from train when there is none"),
     ("--split-seed", "data.split_seed", int, "seed of the data split"),
-    ("--model", "model", str, "mf or lightgcn"),
-    ("--layers", "layers", int, "LightGCN propagation layers"),
+    ("--model", "model", str, "mf, lightgcn, history (LightGCN side=user, 1 layer) or ngcf"),
+    ("--layers", "layers", int, "LightGCN / NGCF propagation layers"),
     ("--dim", "dim", int, "embedding size"),
     ("--propagation", "propagation", str, "LightGCN batch encoding: auto, full or local"),
-    ("--loss", "loss", str, "ssm or bpr"),
-    ("--temperature", "temperature", float, "SSM temperature tau"),
-    ("--similarity", "similarity", str, "SSM similarity: cosine or dot"),
-    ("--num-negatives", "num_negatives", int, "sampled negatives per positive (SSM: 0 = in-batch)"),
+    ("--side", "side", str, "LightGCN graph: both, user (users aggregate items) or item"),
+    ("--alpha", "alpha", _pair, "LightGCN normalisation exponents LEFT,RIGHT of D^-left A D^-right"),
+    ("--dropout", "message_dropout", float, "NGCF message dropout"),
+    ("--loss", "loss", str, "ssm, softmax, bpr, bce, mse, ccl, bsl or adap-tau"),
+    ("--temperature", "temperature", float, "softmax temperature tau (BSL: the negatives' tau2)"),
+    ("--learn-temperature", "learn_temperature", _boolean, "true: learn tau as one scalar"),
+    ("--positive-temperature", "positive_temperature", float, "BSL: tau1 of the positive term"),
+    ("--similarity", "similarity", str, "softmax losses' similarity: cosine or dot"),
+    ("--negatives", "negatives", str, "in-batch, uniform, popularity, shared or mixed (default: the loss's)"),
+    ("--num-negatives", "num_negatives", int, "sampled negatives M per positive (or per batch if shared)"),
+    ("--beta", "beta", float, "popularity^beta of popularity, shared and mixed negatives"),
+    ("--exclude", "exclude", str, "mask accidental hits: none, duplicates (of the positive) or train"),
+    ("--positive-in-denominator", "positive_in_denominator", _boolean, "true (SSM) or false (SL form)"),
+    ("--logq", "logq", str, "none, standard or corrected (sampled softmax losses)"),
+    ("--margin", "margin", float, "CCL margin"),
+    ("--negative-weight", "negative_weight", float, "CCL/BCE/MSE weight of the mean negative term"),
+    ("--softmax-chunk-size", "softmax_chunk_size", int, "items per chunk of the full softmax"),
+    ("--adaptive-warmup", "adaptive_warmup", int, "Adap-tau: epochs with the fixed warm-up gap"),
+    ("--adaptive-scale", "adaptive_scale", float, "Adap-tau: Lambert-W scale t2 of the user losses"),
     ("--reduction", "reduction", str, "sum or mean over the batch (default: the loss's own)"),
     ("--reg", "reg", float, "L2 weight on the batch's ego embeddings: reg/2 * sum ||e||^2"),
     ("--lr", "lr", float, "Adam learning rate"),
@@ -62,13 +95,15 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a model and write a run directory",
-        description="Train MF or LightGCN with SSM or BPR; evaluate by full ranking; write runs/<name>/.",
+        description="Train a model with one objective; evaluate by full ranking; write runs/<name>/.",
         epilog=f"presets: {', '.join(PRESETS)}",
     )
     parser.add_argument("--config", help="TOML or YAML config file; flags override it")
     parser.add_argument("--preset", help=f"named settings: {', '.join(PRESETS)}")
     for flag, key, kind, text in TRAIN_FLAGS:
-        parser.add_argument(flag, dest=key, type=kind, default=None, help=text)
+        parser.add_argument(
+            flag, dest=key, type=kind, default=None, help=text, metavar=key.split(".")[-1].upper()
+        )
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", default=None, help="no progress bars"
     )
@@ -92,6 +127,7 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
 def _train(args: argparse.Namespace) -> int:
     from ssmrec.train import train
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     file_values = read_config_file(args.config) if args.config else {}
     where = f"{args.config}: " if args.config else ""
     config = resolve_config(file_values, _flag_values(args), where)
@@ -104,23 +140,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ssmrec.data import load_dataset
-    from ssmrec.rundir import CONFIG, DATA, WEIGHTS, RunDir, data_fingerprint
-    from ssmrec.train import PAPER_PROTOCOL_NOTE, build_model_for, evaluate_split
+    from ssmrec.train import PAPER_PROTOCOL_NOTE, evaluate_split, load_run
 
-    run = RunDir(args.run_dir)
-    for needed in (CONFIG, DATA, WEIGHTS):
-        if not (run.path / needed).is_file():
-            raise SsmrecError(f"{run.path}: not a complete run directory ({needed} is missing)")
-    config = build_config(run.read_json(CONFIG), f"{run.path / CONFIG}: ")
-    data = load_dataset(config.data_spec())
-    recorded = run.read_json(DATA)
-    if recorded.get("source") != data_fingerprint(data)["source"]:
-        raise SsmrecError(f"{run.path}: the dataset's files changed since the run (source hashes differ)")
-    model = build_model_for(config, data)
-    model.load_state_dict(run.load_weights())
+    config, data, model = load_run(args.run_dir)
     splits = [s for s in args.splits.split(",") if s]
-    out: dict[str, Any] = {"run_dir": str(run.path), "protocol": config.protocol}
+    out: dict[str, Any] = {"run_dir": str(Path(args.run_dir)), "protocol": config.protocol}
     if config.protocol == "paper":
         out["note"] = PAPER_PROTOCOL_NOTE
     for split in splits:
@@ -131,6 +155,55 @@ def _evaluate(args: argparse.Namespace) -> int:
         out[split] = evaluate_split(model, data, split, config)
     print(json.dumps(out, indent=2))
     return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from ssmrec.analysis import analyze_runs, default_output, write_report
+    from ssmrec.analysis.report import command_line
+
+    output = Path(args.output) if args.output else default_output(args.run_dirs[0])
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):  # fail before the work
+        raise SsmrecError(f"output {output} already exists and is not empty; choose another")
+    analysis = analyze_runs(args.run_dirs, args.sample_users, args.seed, progress=_note)
+    written = write_report(analysis, output, command_line())
+    print(f"report written to {written / 'report.md'}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ssmrec.analysis import analyze_runs, text_report
+
+    print(text_report(analyze_runs(args.run_dirs, args.sample_users, args.seed, progress=_note)), end="")
+    return 0
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _add_analysis_parsers(subparsers: argparse._SubParsersAction) -> None:
+    for name, handler, text in (
+        ("analyze", _analyze, "write a report (Markdown + PNG figures) checking the SSM paper's claims"),
+        ("compare", _compare, "print the analysis report's tables for runs in the terminal"),
+    ):
+        parser = subparsers.add_parser(
+            name,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}: popularity bias per equal-mass popularity group, "
+            "representation norm vs degree, hard-negative gradient shares, the softmax loss vs -log DCG "
+            "bound, training curves. Reads only the run directories and their dataset; never retrains.",
+        )
+        parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories on one dataset")
+        if name == "analyze":
+            parser.add_argument("--output", help="report folder (default: RUN_DIR/../analysis-<timestamp>)")
+        parser.add_argument(
+            "--sample-users",
+            type=int,
+            default=2000,
+            help="users sampled for the bound, and training pairs for hard negatives (default 2000)",
+        )
+        parser.add_argument("--seed", type=int, default=0, help="seed of those samples (default 0)")
+        parser.set_defaults(handler=handler)
 
 
 def _data_info(args: argparse.Namespace) -> int:
@@ -159,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("--splits", default="valid,test", help="comma-separated: valid,test")
     evaluate.set_defaults(handler=_evaluate)
+    _add_analysis_parsers(subparsers)
+    add_grid_parser(subparsers)
     data = subparsers.add_parser("data", help="inspect datasets", description="Inspect datasets.")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     info = data_commands.add_parser(

@@ -19,6 +19,16 @@ from typing import Any
 import yaml
 
 from ssmrec.data import DataSpec
+from ssmrec.defaults import (
+    EXCLUDE,
+    LOGQ,
+    LOSSES,
+    MODELS,
+    NEGATIVES,
+    SAMPLED_SOFTMAX,
+    SOFTMAX_FAMILY,
+    loss_option,
+)
 from ssmrec.errors import ConfigError
 
 PROTOCOLS = ("standard", "paper")
@@ -26,7 +36,12 @@ PROTOCOLS = ("standard", "paper")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a training run. Defaults follow the official SSM code."""
+    """Everything that determines a training run. Defaults follow the official SSM code.
+
+    Loss options left ``None`` (negatives, num_negatives, reduction, positive_in_denominator, margin,
+    negative_weight, beta, positive_temperature) take the loss's own default from
+    :mod:`ssmrec.defaults`; :meth:`option` and :meth:`negative_source` resolve them.
+    """
 
     data: DataSpec = field(default_factory=DataSpec)
     preset: str | None = None
@@ -34,11 +49,26 @@ class TrainConfig:
     layers: int = 1
     dim: int = 64
     propagation: str = "auto"
+    side: str | None = None
+    alpha: tuple[float, ...] = (0.5, 0.5)
+    message_dropout: float = 0.1
     loss: str = "ssm"
     temperature: float = 0.1
     similarity: str = "cosine"
     num_negatives: int | None = None
     reduction: str | None = None
+    negatives: str | None = None
+    beta: float | None = None
+    exclude: str = "none"
+    positive_in_denominator: bool | None = None
+    logq: str = "none"
+    learn_temperature: bool = False
+    positive_temperature: float | None = None
+    margin: float | None = None
+    negative_weight: float | None = None
+    softmax_chunk_size: int | None = 4096
+    adaptive_warmup: int = 10
+    adaptive_scale: float = 1.0
     reg: float = 1e-5
     lr: float = 1e-3
     batch_size: int = 2048
@@ -73,15 +103,107 @@ class TrainConfig:
             (self.similarity in ("dot", "cosine"), "similarity must be dot or cosine"),
             (self.propagation in ("auto", "full", "local"), "propagation must be auto, full or local"),
             (self.reduction in (None, "sum", "mean"), "reduction must be sum or mean"),
+            (self.model in MODELS, f"model must be one of {', '.join(MODELS)}"),
+            (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}"),
+            (self.exclude in EXCLUDE, f"exclude must be one of {', '.join(EXCLUDE)}"),
+            (self.logq in LOGQ, f"logq must be one of {', '.join(LOGQ)}"),
+            (self.negatives in (None, *NEGATIVES), f"negatives must be one of {', '.join(NEGATIVES)}"),
+            (self.side in (None, "both", "user", "item"), "side must be both, user or item"),
+            (len(self.alpha) == 2, "alpha must be two exponents: left, right"),
+            (0 <= self.message_dropout < 1, "message_dropout must be in [0, 1)"),
+            (
+                self.softmax_chunk_size is None or self.softmax_chunk_size > 0,
+                "softmax_chunk_size must be > 0",
+            ),
+            (self.adaptive_warmup >= 0, "adaptive_warmup must be >= 0"),
+            (self.adaptive_scale > 0, "adaptive_scale must be > 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self._check_loss_options()
+        self._check_model_options()
         metric_name, _, k = self.metric.partition("@")
         if not k.isdigit() or int(k) not in self.ks:
             raise ConfigError(f"metric {self.metric!r} must be NAME@K with K in ks {list(self.ks)}")
         if metric_name not in ("recall", "ndcg", "precision", "hit", "mrr", "map"):
             raise ConfigError(f"unknown metric {metric_name!r} in {self.metric!r}")
+
+    def _check_loss_options(self) -> None:
+        """Options that only some losses have: reject the others with the reason, not silently."""
+        loss = self.loss
+
+        def only(key: str, losses: tuple[str, ...], what: str) -> None:
+            if getattr(self, key) is not None and loss not in losses:
+                raise ConfigError(f"{key} applies to {what} ({', '.join(losses)}), not to loss {loss!r}")
+
+        only("positive_in_denominator", SOFTMAX_FAMILY, "the softmax losses")
+        only("positive_temperature", ("bsl",), "BSL")
+        only("margin", ("ccl",), "CCL")
+        only("negative_weight", ("bce", "mse", "ccl"), "the pointwise losses")
+        if self.logq != "none" and loss not in SAMPLED_SOFTMAX:
+            raise ConfigError(f"logq applies to the sampled softmax losses ({', '.join(SAMPLED_SOFTMAX)})")
+        if self.learn_temperature and loss not in ("ssm", "bsl", "softmax"):
+            raise ConfigError("learn_temperature applies to ssm, bsl and softmax")
+        if self.positive_temperature is not None and not self.positive_temperature > 0:
+            raise ConfigError("positive_temperature must be > 0")
+        if self.margin is not None and not -1 <= self.margin < 1:
+            raise ConfigError("margin must be a cosine in [-1, 1)")
+        if self.negative_weight is not None and self.negative_weight < 0:
+            raise ConfigError("negative_weight must be >= 0")
+        if self.num_negatives is not None and self.num_negatives < 0:
+            raise ConfigError("num_negatives must be >= 0")
+        if loss == "softmax":
+            for key in ("negatives", "num_negatives", "beta"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(f"the full softmax scores every item: {key} does not apply")
+            return
+        name, count, beta = self.negative_source()
+        if name == "in-batch" and count:
+            raise ConfigError("in-batch negatives draw nothing: leave num_negatives unset or 0")
+        if name != "in-batch" and count < 1:
+            raise ConfigError(f"{name} negatives need num_negatives >= 1")
+        if self.beta is not None and name not in ("popularity", "shared", "mixed"):
+            raise ConfigError("beta applies to popularity, shared and mixed negatives")
+        if beta is not None and beta < 0:
+            raise ConfigError("beta must be >= 0")
+
+    def _check_model_options(self) -> None:
+        if self.side is not None and self.model not in ("lightgcn", "history"):
+            raise ConfigError(f"side applies to lightgcn and history, not to model {self.model!r}")
+        if self.model == "history" and self.side not in (None, "user"):
+            raise ConfigError("history is the side=user encoder")
+        one_sided = self.model == "history" or self.side in ("user", "item")
+        if one_sided and self.layers != 1:
+            raise ConfigError(
+                "one-sided propagation (history, side=user|item) has exactly one layer: set layers = 1"
+            )
+
+    def option(self, key: str) -> Any:
+        """A loss option: this config's value, or the loss's default when unset."""
+        value = getattr(self, key)
+        return loss_option(self.loss, key) if value is None else value
+
+    def negative_source(self) -> tuple[str, int, float | None]:
+        """(sampler, M, beta) of this config: ``none`` for the full softmax, else a name of NEGATIVES.
+
+        Unset, the sampled softmax losses use in-batch negatives, or uniform ones when num_negatives
+        is given (the official SSM code's two modes); the other losses use their table default.
+        ``beta=None`` means the sampler's own default.
+        """
+        if self.loss == "softmax":
+            return "none", 0, None
+        name = self.negatives
+        if name is None:
+            given = self.num_negatives or 0
+            if self.loss in SAMPLED_SOFTMAX:
+                name = "uniform" if given > 0 else "in-batch"
+            else:
+                name = loss_option(self.loss, "negatives")
+        count = self.num_negatives
+        if count is None:
+            count = 0 if name == "in-batch" else loss_option(self.loss, "num_negatives")
+        return name, count, self.beta
 
     @property
     def selection_split(self) -> str:
@@ -97,6 +219,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["ks"] = list(self.ks)
+        out["alpha"] = list(self.alpha)
         return out
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ssmrec.data import Interactions
 
@@ -39,11 +39,19 @@ WEIGHTS = "model.safetensors"
 LOG = "train.log"
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 less the umask); mkstemp's 0o600 is for secrets."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` so readers see the old or the new content, nothing in between."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, _file_mode())
         with os.fdopen(handle, "wb") as temp:
             temp.write(payload)
             temp.flush()
@@ -123,14 +131,8 @@ class RunDir:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def save_weights(self, state: dict[str, torch.Tensor]) -> None:
-        handle, temp_name = tempfile.mkstemp(dir=self.path, prefix=f".{WEIGHTS}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, temp_name)
-            os.replace(temp_name, self.path / WEIGHTS)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+        atomic_write_bytes(self.path / WEIGHTS, save(tensors))
 
     def load_weights(self) -> dict[str, torch.Tensor]:
         return load_file(str(self.path / WEIGHTS))

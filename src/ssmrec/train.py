@@ -8,6 +8,7 @@ numbers are optimistic.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import random
 import sys
@@ -19,16 +20,36 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from ssmrec.config import TrainConfig
+from ssmrec.batch import Batch
+from ssmrec.config import TrainConfig, build_config
 from ssmrec.data import Interactions, load_dataset
-from ssmrec.errors import ConfigError
+from ssmrec.errors import ConfigError, SsmrecError
 from ssmrec.evaluate import evaluate_ranking
-from ssmrec.losses import Objective, build_loss, l2_penalty
+from ssmrec.losses import EpochContext, Objective, build_loss, l2_penalty
 from ssmrec.models import Recommender, build_model
-from ssmrec.rundir import CONFIG, DATA, ENVIRONMENT, FINAL, LOG, RunDir, data_fingerprint, environment
-from ssmrec.sampling import TrainingPairs, UniformNegativeSampler
+from ssmrec.rundir import (
+    CONFIG,
+    DATA,
+    ENVIRONMENT,
+    FINAL,
+    LOG,
+    WEIGHTS,
+    RunDir,
+    data_fingerprint,
+    environment,
+)
+from ssmrec.sampling import (
+    InBatchSampler,
+    NegativeSampler,
+    TrainingPairs,
+    TrainingSet,
+    UniformNegativeSampler,
+    UniformSampler,
+    build_sampler,
+)
 
 logger = logging.getLogger("ssmrec")
 
@@ -65,19 +86,78 @@ def default_run_name(config: TrainConfig) -> str:
 
 
 def build_objective(config: TrainConfig) -> Objective:
+    """The loss of ``config``; options it leaves unset take the loss's defaults."""
+    _, num_negatives, _ = config.negative_source()
     return build_loss(
         config.loss,
         temperature=config.temperature,
         similarity=config.similarity,
-        num_negatives=config.num_negatives,
+        num_negatives=num_negatives,
         reduction=config.reduction,
+        exclude=config.exclude,
+        positive_in_denominator=config.positive_in_denominator,
+        logq=config.logq,
+        learn_temperature=config.learn_temperature,
+        positive_temperature=config.positive_temperature,
+        margin=config.margin,
+        negative_weight=config.negative_weight,
+        chunk_size=config.softmax_chunk_size,
+        adaptive_warmup=config.adaptive_warmup,
+        adaptive_scale=config.adaptive_scale,
     )
+
+
+def build_optimizer(model: Recommender, objective: Objective, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over the model's parameters and the loss's own (a learnable temperature), one update rule."""
+    parameters = [*model.parameters(), *objective.parameters()]
+    return torch.optim.Adam(parameters, lr=config.lr, fused=True)  # same update, one kernel
+
+
+def build_sampler_for(config: TrainConfig, data: Interactions) -> NegativeSampler:
+    """The negative source of ``config`` (see :meth:`TrainConfig.negative_source`)."""
+    name, num_negatives, beta = config.negative_source()
+    try:
+        return build_sampler(name, TrainingSet(data.train), num_negatives, beta)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
 
 
 def build_model_for(config: TrainConfig, data: Interactions) -> Recommender:
     return build_model(
-        config.model, data.train, dim=config.dim, n_layers=config.layers, propagation=config.propagation
+        config.model,
+        data.train,
+        dim=config.dim,
+        n_layers=config.layers,
+        propagation=config.propagation,
+        side=config.side,
+        alpha=(config.alpha[0], config.alpha[1]),
+        dropout=config.message_dropout,
     )
+
+
+def load_run(
+    path: str | Path, data: Interactions | None = None
+) -> tuple[TrainConfig, Interactions, Recommender]:
+    """Open a finished run directory: its config, its dataset and its best weights, ready to rank.
+
+    Only what the run directory holds is used (``config.json``, ``data.json``, ``model.safetensors``)
+    plus the dataset files, which must be the ones the run saw: their sha256s are compared with
+    ``data.json`` so a changed file cannot silently give different numbers. ``data`` may pass an
+    already loaded dataset (several runs on the same data share one load); it is checked the same way.
+    """
+    run = RunDir(path)
+    for needed in (CONFIG, DATA, WEIGHTS):
+        if not (run.path / needed).is_file():
+            raise SsmrecError(f"{run.path}: not a complete run directory ({needed} is missing)")
+    config = build_config(run.read_json(CONFIG), f"{run.path / CONFIG}: ")
+    if data is None:
+        data = load_dataset(config.data_spec())
+    recorded = run.read_json(DATA)
+    if recorded.get("source") != data_fingerprint(data)["source"]:
+        raise SsmrecError(f"{run.path}: the dataset's files changed since the run (source hashes differ)")
+    model = build_model_for(config, data)
+    model.load_state_dict(run.load_weights())
+    return config, data, model
 
 
 def exclusions(data: Interactions, split: str) -> list:
@@ -119,18 +199,58 @@ def _attach_log(path: Path) -> logging.Handler:
     return handler
 
 
+def batch_loss(model: Recommender, objective: Objective, batch: Batch, reg: float) -> Tensor:
+    """The loss of one batch: the objective on the batch's representations plus the L2 regulariser.
+
+    The regulariser covers the ego embeddings of the batch's users, positives and sampled negatives
+    (a shared negative once). Objectives that score all items (``needs_all_items``) get one full
+    forward, whose item table ``batch.all_items`` returns.
+    """
+    size = len(batch.users)
+    items = batch.items()
+    if objective.needs_all_items:
+        all_users, all_items = model()
+        user_repr, item_repr = all_users[batch.users], all_items[items]
+        batch = dataclasses.replace(batch, all_items=lambda: all_items)
+    else:
+        user_repr, item_repr = model.encode(batch.users, items)
+    negative_repr = None
+    if batch.negatives is not None:
+        negative_repr = item_repr[size:].reshape(*batch.negatives.shape, -1)
+    loss = objective(user_repr, item_repr[:size], negative_repr, batch)
+    if reg > 0:
+        loss = loss + l2_penalty(reg, model.ego(batch.users, items), size, objective.reduction)
+    return loss
+
+
+def _as_sampler(
+    sampler: NegativeSampler | UniformNegativeSampler | None, objective: Objective
+) -> NegativeSampler:
+    """Accept the earlier calling convention: ``None`` (in-batch) or a bare uniform id sampler."""
+    if isinstance(sampler, NegativeSampler):
+        return sampler
+    if sampler is None:
+        return InBatchSampler(None)
+    return UniformSampler(sampler.training, objective.num_negatives)
+
+
 def train_one_epoch(
     model: Recommender,
     objective: Objective,
     optimizer: torch.optim.Optimizer,
     pairs: TrainingPairs,
-    sampler: UniformNegativeSampler | None,
+    sampler: NegativeSampler | UniformNegativeSampler | None,
     rng: np.random.Generator,
     config: TrainConfig,
     description: str,
 ) -> float:
-    """One pass over the training pairs; returns the mean batch loss (regulariser included)."""
+    """One pass over the training pairs; returns the mean batch loss (regulariser included).
+
+    ``sampler`` gives every batch its negatives (:mod:`ssmrec.sampling.negatives`); the objective gets
+    them, with the batch's ids, through one :class:`ssmrec.batch.Batch`.
+    """
     model.train()
+    sampler = _as_sampler(sampler, objective)
     total, batches = 0.0, 0
     iterator = pairs.batches(config.batch_size, rng)
     bar = tqdm(
@@ -141,19 +261,10 @@ def train_one_epoch(
         disable=not _show_progress(config),
     )
     for users, positives in bar:
-        size = len(users)
-        items = positives
-        if objective.num_negatives > 0:
-            assert sampler is not None
-            negatives = sampler.sample(users, objective.num_negatives, rng)
-            items = torch.cat([positives, negatives.reshape(-1)])
-        user_repr, item_repr = model.encode(users, items)
-        negative_repr = (
-            item_repr[size:].reshape(size, objective.num_negatives, -1) if len(items) > size else None
+        batch = Batch.build(
+            users, positives, sampler.sample(users, positives, rng), training=sampler.training
         )
-        loss = objective(user_repr, item_repr[:size], negative_repr)
-        if config.reg > 0:
-            loss = loss + l2_penalty(config.reg, model.ego(users, items), size, objective.reduction)
+        loss = batch_loss(model, objective, batch, config.reg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -196,9 +307,9 @@ def _train(config: TrainConfig, data: Interactions | None, run: RunDir) -> Train
     torch.manual_seed(config.seed)
     model = build_model_for(config, data)
     objective = build_objective(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)  # same update, one kernel
+    optimizer = build_optimizer(model, objective, config)
     pairs = TrainingPairs(data.train)
-    sampler = UniformNegativeSampler(data.train) if objective.num_negatives > 0 else None
+    sampler = build_sampler_for(config, data)
     logger.info(
         "model %s (%d layers), loss %s, %d training pairs, %d batches of %d per epoch",
         config.model,
@@ -208,59 +319,67 @@ def _train(config: TrainConfig, data: Interactions | None, run: RunDir) -> Train
         pairs.n_batches(config.batch_size),
         config.batch_size,
     )
+    logger.info("objective %r, negatives %r", objective, sampler)
 
     history: list[dict[str, Any]] = []
     best_value, best_epoch, best_state = -float("inf"), 0, copy.deepcopy(model.state_dict())
     evaluations_without_gain, stopped_early, epoch = 0, False, 0
     train_seconds = 0.0
-    for epoch in range(1, config.epochs + 1):
-        tick = time.perf_counter()
-        loss = train_one_epoch(
-            model, objective, optimizer, pairs, sampler, rng, config, f"epoch {epoch}/{config.epochs}"
-        )
-        epoch_seconds = time.perf_counter() - tick
-        train_seconds += epoch_seconds
-        if epoch % config.eval_every and epoch != config.epochs:
-            logger.info("epoch %d loss %.4f (%.1f s)", epoch, loss, epoch_seconds)
-            continue
-        tick = time.perf_counter()
-        metrics = evaluate_split(model, data, selection, config)
-        eval_seconds = time.perf_counter() - tick
-        record = {
-            "epoch": epoch,
-            "loss": loss,
-            "train_seconds": epoch_seconds,
-            "eval_seconds": eval_seconds,
-            "split": selection,
-            "protocol": config.protocol,
-            **metrics,
-        }
-        history.append(record)
-        run.write_metrics(history)
-        value = metrics[config.metric]
-        improved = value > best_value
-        if improved:
-            best_value, best_epoch, evaluations_without_gain = value, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-            run.save_weights(best_state)
-        else:
-            evaluations_without_gain += 1
-        logger.info(
-            "epoch %d loss %.4f %s %s %.4f ndcg@20 %.4f (train %.1f s, eval %.1f s)%s",
-            epoch,
-            loss,
-            selection,
-            config.metric,
-            value,
-            metrics.get("ndcg@20", float("nan")),
-            epoch_seconds,
-            eval_seconds,
-            " *" if improved else "",
-        )
-        if evaluations_without_gain >= config.patience:
-            stopped_early = True
-            logger.info("early stop: %d evaluations without gain in %s", config.patience, config.metric)
-            break
+    interrupted, completed = False, 0
+    try:  # Ctrl-C ends training but still finalises the run with the best weights so far
+        for epoch in range(1, config.epochs + 1):
+            tick = time.perf_counter()
+            objective.begin_epoch(EpochContext(epoch, model, data.train))
+            loss = train_one_epoch(
+                model, objective, optimizer, pairs, sampler, rng, config, f"epoch {epoch}/{config.epochs}"
+            )
+            epoch_seconds = time.perf_counter() - tick
+            train_seconds += epoch_seconds
+            completed = epoch
+            if epoch % config.eval_every and epoch != config.epochs:
+                logger.info("epoch %d loss %.4f (%.1f s)", epoch, loss, epoch_seconds)
+                continue
+            tick = time.perf_counter()
+            metrics = evaluate_split(model, data, selection, config)
+            eval_seconds = time.perf_counter() - tick
+            record = {
+                "epoch": epoch,
+                "loss": loss,
+                "train_seconds": epoch_seconds,
+                "eval_seconds": eval_seconds,
+                "split": selection,
+                "protocol": config.protocol,
+                **metrics,
+            }
+            history.append(record)
+            run.write_metrics(history)
+            value = metrics[config.metric]
+            improved = value > best_value
+            if improved:
+                best_value, best_epoch, evaluations_without_gain = value, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+                run.save_weights(best_state)
+            else:
+                evaluations_without_gain += 1
+            logger.info(
+                "epoch %d loss %.4f %s %s %.4f ndcg@20 %.4f (train %.1f s, eval %.1f s)%s",
+                epoch,
+                loss,
+                selection,
+                config.metric,
+                value,
+                metrics.get("ndcg@20", float("nan")),
+                epoch_seconds,
+                eval_seconds,
+                " *" if improved else "",
+            )
+            if evaluations_without_gain >= config.patience:
+                stopped_early = True
+                logger.info("early stop: %d evaluations without gain in %s", config.patience, config.metric)
+                break
+    except KeyboardInterrupt:
+        interrupted, epoch = True, completed
+        logger.warning("interrupted: finishing the run with the best weights so far (epoch %d)", best_epoch)
     if not history:
         run.save_weights(best_state)
     model.load_state_dict(best_state)
@@ -270,6 +389,7 @@ def _train(config: TrainConfig, data: Interactions | None, run: RunDir) -> Train
         "best_epoch": best_epoch,
         "epochs_run": epoch,
         "stopped_early": stopped_early,
+        "interrupted": interrupted,
         "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - started,
     }

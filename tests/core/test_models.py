@@ -80,7 +80,7 @@ def test_mf_encode_is_ego_and_build_model() -> None:
     torch.testing.assert_close(i, model.item_embedding.weight[items])
     assert isinstance(build_model("lightgcn", _train(), n_layers=2), LightGCN)
     with pytest.raises(ValueError, match="unknown model"):
-        build_model("ngcf", _train())
+        build_model("gru4rec", _train())
     with pytest.raises(ValueError, match="one layer"):
         LightGCN(_train(), n_layers=2, propagation="local")
 

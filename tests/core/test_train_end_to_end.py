@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,10 @@ def test_lightgcn_ssm_beats_popularity_and_writes_a_complete_run(planted: Path, 
         assert {"epoch", "loss", "train_seconds", "eval_seconds", "recall@20", "ndcg@20", "mrr@50"} <= set(
             record
         )
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in run.iterdir():  # created like any file the user writes, not mkstemp's private 0600
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     weights = load_file(str(run / "model.safetensors"))
     assert weights["user_embedding.weight"].shape == (data.n_users, 64)
     config = json.loads((run / "config.json").read_text())
@@ -125,3 +130,26 @@ def test_cli_errors_are_one_line(planted: Path, tmp_path: Path, capsys) -> None:
     assert "no data" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "not a complete run directory" in capsys.readouterr().err
+
+
+def test_ctrl_c_finishes_the_run_with_the_best_weights(
+    planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssmrec.train as training
+
+    real_epoch = training.train_one_epoch
+    calls = {"n": 0}
+
+    def interrupt_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", interrupt_third)
+    final = _train(planted, tmp_path / "run", "--epochs", "10", "--protocol", "paper")
+    assert final["interrupted"] is True and final["epochs_run"] == 2
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    best = max(records, key=lambda r: r["recall@20"])
+    assert final["best_epoch"] == best["epoch"]
+    assert final["test"]["recall@20"] == pytest.approx(best["recall@20"], rel=1e-9)

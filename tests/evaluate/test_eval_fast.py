@@ -13,7 +13,7 @@ import torch
 
 from ssmrec.evaluate import canonical_scores, evaluate_ranking, top_k
 from ssmrec.evaluate import ranking as ranking_module
-from ssmrec.evaluate.ranking import _ErrorModel, _Ranker, resolve_precision
+from ssmrec.evaluate.ranking import _ErrorModel, _Ranker, _Screened, resolve_precision
 
 
 @pytest.fixture
@@ -22,10 +22,10 @@ def stages(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     counts: Counter[str] = Counter()
     screen, rescore_all = _Ranker._screen, _Ranker._rescore_all_above
 
-    def spy_screen(self: _Ranker, coarse: torch.Tensor, *args: object) -> tuple[torch.Tensor, ...]:
+    def spy_screen(self: _Ranker, coarse: torch.Tensor, *args: object) -> _Screened:
         result = screen(self, coarse, *args)
         stage = "bf16" if coarse.dtype == torch.bfloat16 else "fp32"
-        counts[stage] += int(result[0].sum())
+        counts[stage] += int(result.ok.sum())
         return result
 
     def spy_all(self: _Ranker, coarse: torch.Tensor, *args: object) -> torch.Tensor:
@@ -91,11 +91,11 @@ def test_random_near_ties_agree_between_precisions() -> None:
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_exact_ties_beyond_the_candidate_slots(precision: str, stages: Counter[str]) -> None:
-    """200 copies of the best item: more tied items than candidate slots, lowest indices must win."""
+    """600 copies of the best item: more tied items than candidate slots, lowest indices must win."""
     g = torch.Generator().manual_seed(3)
     items = torch.randn(3000, 8, generator=g)
     users = torch.randn(4, 8, generator=g)
-    copies = torch.randperm(3000, generator=g)[:200]
+    copies = torch.randperm(3000, generator=g)[:600]
     items[copies] = users[0] * 3
     train = sp.csr_matrix(
         (np.ones(50, dtype=np.float32), (np.zeros(50, dtype=int), np.sort(copies.numpy())[:50])),
@@ -148,7 +148,7 @@ def test_error_bound_holds_for_every_pair(stage: str, seed: int) -> None:
     coarse = ranker._coarse(rows, stage).double()
     canon = canonical_scores(ranker.users.unsqueeze(1), ranker.items.unsqueeze(0)).double()
     all_items = torch.arange(len(items)).expand(len(users), -1)
-    bound = ranker.models[stage].pair_bound(rows, all_items, coarse)
+    bound = ranker.models[stage].pair_bound(rows.unsqueeze(1), all_items, coarse)
     assert bool(((coarse - canon).abs() <= bound).all())
     outside = ranker.models[stage].outside_bound(rows)[:, None] + ranker.models[stage].rel * coarse.abs()
     assert bool((bound <= outside * (1 + 1e-12)).all())  # E_max really bounds every item
@@ -181,7 +181,7 @@ def test_reduced_fp32_matmul_precision_uses_the_wider_bound(monkeypatch: pytest.
     expected = top_k(users, items, None, 10, precision="fp32")
     monkeypatch.setattr(ranking_module, "_fp32_matmul_reduced", lambda: True)
     ranker = _Ranker(users, items, "dot", "fp32")
-    assert ranker.models["fp32"].user_factors.shape[1] == 3
+    assert ranker.models["fp32"].user_factors.shape[0] == 3
     assert torch.equal(top_k(users, items, None, 10, precision="fp32"), expected)
 
 
@@ -190,8 +190,10 @@ def test_auto_precision_choice() -> None:
     assert resolve_precision("auto", cpu, 100) == "fp32"
     assert resolve_precision("fp32", cpu, 10**6) == "fp32"
     assert resolve_precision("auto", torch.device("meta"), 10**6) == "fp32"
-    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    assert resolve_precision("auto", cpu, 10**6) == ("bf16" if native else "fp32")
+    # bf16 candidates by default only where bf16 GEMMs are faster than fp32 (AMX), see ranking.py.
+    assert resolve_precision("auto", cpu, 10**6) == (
+        "bf16" if ranking_module._bf16_gemm_is_fast() else "fp32"
+    )
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16", cpu, 10)  # type: ignore[arg-type]
 
@@ -200,3 +202,30 @@ def test_bound_needs_no_more_than_the_documented_dimension_limit() -> None:
     with pytest.raises(ValueError, match="too large"):
         ranking_module._gamma(2**23, 2.0**-23)
     assert math.isclose(ranking_module._gamma(64, 2.0**-24), 64 * 2.0**-24, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["true_winner_rounds_down", "coarse_winner_rounds_up"])
+def test_bf16_rounding_that_inverts_the_order_is_caught_by_the_per_pair_bound(case: str) -> None:
+    """Cancellation makes bf16 input rounding flip two items; only the bounds keep the canonical order.
+
+    User [1, -1]. Item A = [64.25 - e, 63.125 + e] rounds to [64, 63.25] in bf16 (spacing 0.5 above 64,
+    0.25 below): coarse 0.75, exact 1.125 - 2e. Item B = [2, 1] is exact: 1. Item C = [64.25 + e,
+    63.375 - e] rounds to [64.5, 63.25]: coarse 1.25, exact 0.875 + 2e.
+    """
+    e = 2.0**-10
+    a, b, c = [64.25 - e, 63.125 + e], [2.0, 1.0], [64.25 + e, 63.375 - e]
+    decoys = [[0.0, 5.0 + j / 8] for j in range(60)]  # scores -5 and below
+    items = torch.tensor([a, b] if case == "true_winner_rounds_down" else [b, c])
+    items = torch.cat([torch.tensor(decoys), items])
+    user = torch.tensor([[1.0, -1.0]])
+    coarse = (user.bfloat16() @ items.bfloat16().T).float()[0, -2:].tolist()
+    exact = (user.double() @ items.double().T)[0, -2:].tolist()
+    if case == "true_winner_rounds_down":
+        assert coarse == [0.75, 1.0] and exact[0] > exact[1]  # A wins, but its coarse score is lower
+        expected = [60, 61]
+    else:
+        assert coarse == [1.0, 1.25] and exact[0] > exact[1]  # B wins, C's coarse score is higher
+        expected = [60, 61]
+    for precision in ("bf16", "fp32"):
+        assert top_k(user, items, None, 2, precision=precision).tolist() == [expected]
+        assert top_k(user, items, None, 1, precision=precision).tolist() == [expected[:1]]

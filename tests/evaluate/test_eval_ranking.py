@@ -85,10 +85,11 @@ def test_cosine_and_dot_rank_differently() -> None:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_matches_naive_reference_with_many_ties(precision: str) -> None:
+@pytest.mark.parametrize("n_items", [400, 5000])  # 5000: items are screened by groups of up to 32
+def test_matches_naive_reference_with_many_ties(precision: str, n_items: int) -> None:
     """Integer embeddings: exact scores with many ties; compared with a lexsort reference per user."""
     rng = np.random.default_rng(0)
-    n_users, n_items, d = 60, 400, 4
+    n_users, d = 60, 4
     users = torch.from_numpy(rng.integers(-2, 3, (n_users, d)).astype(np.float32))
     items = torch.from_numpy(rng.integers(-2, 3, (n_items, d)).astype(np.float32))
     train = random_split(rng, n_users, n_items, 0.05)
@@ -185,3 +186,21 @@ def test_inputs_are_validated_and_not_mutated() -> None:
         top_k(torch.ones(1, 3), items, None, 3)
     with pytest.raises(ValueError, match="chunk_size"):
         top_k(torch.ones(1, 2), items, None, 3, chunk_size=0)
+
+
+def test_progress_bar_grad_tensors_and_sparse_arrays(capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(9)
+    users = torch.randn(30, 4, requires_grad=True)
+    items = torch.randn(80, 4, requires_grad=True)
+    train = random_split(rng, 30, 80, 0.1)
+    test = random_split(rng, 30, 80, 0.05)
+    test = sp.csr_matrix(test - test.multiply(train))
+    test.eliminate_zeros()
+    quiet = evaluate_ranking(users, items, test, exclude=[train], ks=(5,), chunk_size=7)
+    loud = evaluate_ranking(
+        users, items, sp.csr_array(test), exclude=[train.tocoo()], ks=(5,), chunk_size=7, progress=True
+    )
+    assert loud == quiet
+    chunks = -(-quiet["users"] // 7)  # only users with a test item are ranked
+    assert f"{chunks}/{chunks}" in capsys.readouterr().err
+    assert not top_k(users, items, None, 3).requires_grad

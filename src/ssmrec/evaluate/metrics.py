@@ -83,6 +83,7 @@ def metric_sums(hits: Tensor, n_relevant: Tensor, ks: Sequence[int]) -> dict[str
     return out
 
 
+@torch.no_grad()
 def evaluate_ranking(
     user_emb: Tensor,
     item_emb: Tensor,
@@ -111,14 +112,17 @@ def evaluate_ranking(
 
     The ranking is exact and independent of ``chunk_size`` and ``precision`` (see
     :mod:`ssmrec.evaluate.ranking`); ``precision`` only picks the GEMM that proposes candidates
-    (``"auto"``: bf16 on CPUs with native bf16 and >= 4096 items, else fp32).
+    (``"auto"``: bf16 for >= 4096 items on CPUs where bf16 GEMMs beat fp32, i.e. with AMX; else fp32).
 
-    Memory: users are ranked in chunks of ``chunk_size`` (default: as many as fit 256 MiB of fp32
-    scores, ``256 MiB / (4 n_items)``, i.e. 1637 users for 40,981 items). The transient peak is one
-    coarse score matrix, ``chunk_size x n_items x 4`` bytes (2 with bf16 candidates), plus, only for
-    rows whose K-th score is tied with more items than there are candidate slots, an fp32 matrix and a
-    bool mask of those rows (``<= chunk_size x n_items x 5`` bytes more), plus rescoring buffers of
-    ~50 MiB and copies of the embeddings (fp32 and bf16) of the evaluated users and of the items.
+    Memory: users are ranked in chunks of ``chunk_size`` (default ``min(256, 256 MiB / (4 n_items))``:
+    256 users for Gowalla's 40,981 items; larger chunks were not faster in benchmarks/bench_evaluate.py,
+    as the scores are scanned right after the GEMM while mostly still cached). The transient peak is one
+    coarse score matrix, ``chunk_size x n_items x 4`` bytes (42 MB for Gowalla; plus 2 bytes per entry
+    with bf16 candidates), plus candidate buffers of ``O(chunk_size x (K + 32) x 32)`` entries. Only
+    when many rows of a chunk have more items tied at their K-th score than there are candidate slots,
+    up to ``chunk_size x n_items x 12`` bytes more (a copy of those rows, a mask, wider candidate
+    buffers). Add the fp32 (and bf16) embeddings of the evaluated users and of the items, and the
+    row-selected ``truth`` / ``exclude`` matrices.
     """
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:

@@ -13,20 +13,24 @@ ascending): **among equal scores the lower item index ranks first**. Items exclu
 
 How it is computed fast
 -----------------------
-A full score matrix is only used to find *candidates*; it is a GEMM, either fp32 or bf16 (``precision``).
-For each coarse score ``g(u, i)`` there is a proven bound ``|g(u, i) - c(u, i)| <= e(u, i)`` (see
-:class:`_ErrorModel` for the derivation). Let ``g_1 >= ... >= g_M`` be the M largest coarse scores of
-a row (M a little above K). The K items ranked first by ``g`` each have ``c >= g - e``, hence the
-K-th largest canonical score satisfies ``c_(K) >= L = min_{r<=K} (g_r - e_r)``. Any item outside the
-top M has ``c <= g + e <= g_M + rel*|g_M| + E_max`` (``E_max`` bounds ``e`` over all items); if that is
-``< L`` no item outside the top M can reach, or tie with, ``c_(K)``. Then the M candidates are rescored
-canonically and sorted with the tie-break, which gives exactly the canonical top K. Rows where the test
-fails (a wide near-tie at the K-th score) are redone with an fp32 GEMM (tighter bound) and, if that still
-fails (many exact ties), every item with ``g >= L - E_max`` of that row is rescored. So the result never
-depends on ``precision``: bf16 only changes how much work is spent.
+A full score matrix is only used to find *candidates*. It is a GEMM, fp32 or bf16 (``precision``), and
+every coarse score ``g(u, i)`` it gives has a proven bound ``|g - c| <= e(u, i) <= E(u)`` (see
+:class:`_ErrorModel`). Per user:
 
-Every rescored pair is also checked against its bound; a violation (a matmul kernel that does not
-accumulate in fp32 as documented by oneDNN / MKL) makes the call warn and redo the work in fp32.
+1. The items are split into G groups (``_Ranker._screen``); the m groups with the largest maxima are taken
+   (m = K plus a margin). Every item outside them has ``g <= t``, the m-th largest group maximum.
+2. The K best group maxima are K distinct items with ``c >= g - e``, so the K-th largest canonical score
+   is ``c_(K) >= L = min over them of (g - e)``.
+3. An item can be in the canonical top K (or tie with its last entry) only if ``g + e >= L``. If
+   ``t + rel |t| + E < L`` (``rel``: rounding of the GEMM output) no item outside the taken groups can;
+   the candidates are the items of the taken groups with ``g + e >= L``, usually K plus a few.
+4. The candidates are rescored canonically and sorted by (score desc, index asc): the exact top K.
+
+A row that fails the test of step 3 (a near-tie wider than the margin) is retried with 4x more groups,
+then with an fp32 GEMM (tighter bound), and finally by rescoring every item of the row with
+``g + E >= L`` (many exact ties). So the result never depends on ``precision`` or ``chunk_size``; they only
+change the work done. Every rescored pair is also checked against its bound: a violation (a matmul that
+does not accumulate in fp32 as oneDNN / MKL document) makes the call warn and redo the work in fp32.
 """
 
 from __future__ import annotations
@@ -48,10 +52,13 @@ Score = Literal["dot", "cosine"]
 Precision = Literal["auto", "bf16", "fp32"]
 
 SCORE_BUDGET_BYTES = 256 * 2**20
-"""Default memory for one chunk's coarse score matrix (``chunk_size * n_items * 4`` bytes, fp32)."""
+"""Memory cap for one chunk's coarse score matrix (``chunk_size * n_items * 4`` bytes, fp32)."""
+
+DEFAULT_MAX_CHUNK = 256
+"""Default chunks stay small: less memory, and the scores are scanned while mostly still cached."""
 
 AUTO_BF16_MIN_ITEMS = 4096
-"""``precision="auto"`` uses bf16 candidates only from this many items on: below it the GEMM is cheap."""
+"""``precision="auto"`` considers bf16 candidates only from this many items on."""
 
 _U_FP32 = 2.0**-24  # unit roundoff of fp32, round to nearest (our own elementwise operations)
 _U_FP32_ANY = 2.0**-23  # covers any faithful rounding, for accumulations inside kernels we do not own
@@ -60,6 +67,10 @@ _TINY = 2.0**-126  # smallest normal fp32 / bf16: flushing a subnormal loses les
 _SLACK = 2.0**-30  # relative margin for the float64 arithmetic of the bounds themselves
 _RESCORE_ELEMENTS = 1 << 22  # gathered (pair x dim) fp32 elements per rescoring batch: 16 MiB
 _MAX_SCORE_SCALE = 1e36  # |u| |i| above this could overflow fp32 / bf16 scores
+_PAD = 32  # the catalogue is padded to a multiple of this, so groups of 1..32 items tile it
+_GROUPS_PER_TAKEN = 4  # groups hold up to _PAD items, fewer if needed to keep this many groups per taken one
+_BLOCK_MIN_ITEMS = 2048  # smaller catalogues: one item per group (a plain top-m)
+_MARGIN = {"fp32": 8, "bf16": 32}  # groups taken beyond K; bf16 near-ties are wider
 
 
 def _gamma(n: int, unit: float) -> float:
@@ -70,13 +81,8 @@ def _gamma(n: int, unit: float) -> float:
 
 
 def default_chunk_size(n_items: int, budget_bytes: int = SCORE_BUDGET_BYTES) -> int:
-    """Users per chunk so that one fp32 score matrix ``chunk x n_items`` fits ``budget_bytes``."""
-    return max(1, budget_bytes // (4 * max(1, n_items)))
-
-
-def candidate_width(k: int, n_items: int) -> int:
-    """How many coarse-top items per row are kept for exact rescoring (K plus a margin for near-ties)."""
-    return min(n_items, k + max(k, 32))
+    """Users per chunk: ``DEFAULT_MAX_CHUNK``, fewer if a chunk's fp32 scores exceed ``budget_bytes``."""
+    return max(1, min(DEFAULT_MAX_CHUNK, budget_bytes // (4 * max(1, n_items))))
 
 
 def canonical_scores(users: Tensor, items: Tensor) -> Tensor:
@@ -98,7 +104,7 @@ def canonical_scores(users: Tensor, items: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class _ErrorModel:
-    """``|g(u, i) - c(u, i)| <= user_factors[u] . item_factors[i] + rel * |g(u, i)| + absolute``.
+    """``|g(u, i) - c(u, i)| <= sum_f user_factors[f, u] item_factors[f, i] + rel |g(u, i)| + absolute``.
 
     ``g`` is the coarse GEMM score and ``c`` the canonical score. Write ``S = sum_j |u_j i_j| <= |u| |i|``
     (Cauchy–Schwarz, 2-norms), ``gamma_c = gamma_{1+ceil(log2 d)}`` (canonical, round to nearest) and
@@ -119,27 +125,31 @@ class _ErrorModel:
 
     (the bf16 output rounding is relative to the rounded value: ``acc = g (1 + d), |d| <= 2^-8``).
     Using the actual residual norms ``|du|``, ``|di|`` instead of ``2^-8 |u|`` makes the bound about
-    1.5x tighter. If fp32 matmul runs in reduced precision (``set_float32_matmul_precision`` "high" or
-    "medium": bf16 or tf32 inputs inside the kernel) the fp32 model takes the bf16 input terms with
-    ``|du| <= 2^-8 |u| + sqrt(d) 2^-126``. ``absolute`` covers flush-to-zero of subnormal products,
-    sums and inputs (< 2^-126 each). Norms are computed in float64; the callers add a ``_SLACK`` margin
-    for that arithmetic.
+    1.5x tighter. If fp32 matmul may run in reduced precision (``set_float32_matmul_precision`` "high" /
+    "medium", or the mkldnn ``fp32_precision`` settings: bf16 or tf32 inputs inside the kernel) the fp32
+    model takes the bf16 input terms with ``|du| <= 2^-8 |u| + sqrt(d) 2^-126``. ``absolute`` covers
+    flush-to-zero of subnormal products, sums and inputs (< 2^-126 each). Norms are computed in float64;
+    the callers add a ``_SLACK`` margin for that arithmetic.
     """
 
-    user_factors: Tensor  # (n_rows, F) float64, >= 0
-    item_factors: Tensor  # (n_items, F) float64, >= 0
-    item_max: Tensor  # (F,) column maxima of item_factors
+    user_factors: Tensor  # (F, n_rows) float64, >= 0
+    item_factors: Tensor  # (F, n_items padded) float64, >= 0
+    item_max: Tensor  # (F,) row maxima of item_factors
     rel: float
     absolute: float
 
     def pair_bound(self, rows: Tensor, items: Tensor, coarse: Tensor) -> Tensor:
-        """Bound for the pairs ``(rows[p], items[p, m])``; ``coarse`` is ``(p, m)`` float64."""
-        terms = (self.user_factors[rows].unsqueeze(1) * self.item_factors[items]).sum(-1)
-        return terms + self.rel * coarse.abs() + self.absolute
+        """Bound for the pairs ``(rows, items)`` (broadcastable index tensors); ``coarse`` is float64."""
+        terms = self.user_factors[0][rows] * self.item_factors[0][items]
+        for f in range(1, self.user_factors.shape[0]):
+            terms = terms + self.user_factors[f][rows] * self.item_factors[f][items]
+        if self.rel:  # excluded pairs (-inf) get a finite bound; they are never candidates anyway
+            terms = terms + self.rel * _finite(coarse).abs()
+        return terms + self.absolute
 
     def outside_bound(self, rows: Tensor) -> Tensor:
-        """Bound of the ``user . item`` part over every item, per row (``rel`` handled by the caller)."""
-        return self.user_factors[rows] @ self.item_max + self.absolute
+        """Bound of the ``user . item`` part over every item, per row (``rel |g|`` left to the caller)."""
+        return self.item_max @ self.user_factors[:, rows] + self.absolute
 
 
 class _BoundViolation(RuntimeError):
@@ -164,19 +174,37 @@ def _to_bf16_flushed(x: Tensor) -> Tensor:
     return rounded.masked_fill(rounded.abs() < _TINY, 0)
 
 
+def _bf16_gemm_is_fast() -> bool:
+    """Whether bf16 GEMMs beat fp32 here: only with AMX tiles (measured on AVX512-BF16 without AMX:
+    oneDNN's bf16 matmul ran at about half the fp32 rate, see benchmarks/results)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and bool(
+            torch._C._cpu._is_amx_tile_supported()
+        )
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_precision(precision: Precision, device: torch.device, n_items: int) -> Literal["bf16", "fp32"]:
-    """``"auto"`` -> bf16 candidates on CPUs with native bf16 (oneDNN) and catalogs of >= 4096 items."""
+    """``"auto"`` -> bf16 candidates on CPUs where bf16 GEMM is faster (AMX) for >= 4096 items, else fp32."""
     if precision in ("bf16", "fp32"):
         return precision
     if precision != "auto":
         raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
     if device.type != "cpu" or n_items < AUTO_BF16_MIN_ITEMS:
         return "fp32"
-    try:
-        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        native = False
-    return "bf16" if native else "fp32"
+    return "bf16" if _bf16_gemm_is_fast() else "fp32"
+
+
+@dataclass
+class _Screened:
+    """Outcome of screening the rows of one coarse matrix (see :meth:`_Ranker._screen`)."""
+
+    ok: Tensor  # (p,) bool: rows whose candidates provably contain the canonical top K
+    lower: Tensor  # (p,) float64: lower bound of the K-th canonical score, already minus the slack
+    row: Tensor  # (P,) candidate pairs of the ok rows: local row, item, coarse score (float64)
+    item: Tensor
+    coarse: Tensor
 
 
 class _Ranker:
@@ -202,11 +230,17 @@ class _Ranker:
             if score == "cosine":
                 u, i = F.normalize(u, dim=1), F.normalize(i, dim=1)
             self.users = u.contiguous()
-            self.items = i.contiguous()
+            n_items = i.shape[0]
+            # Pad the catalogue with zero items to a multiple of _PAD: their coarse scores are set to
+            # -inf, and every item-side tensor is indexed by padded item ids.
+            self.max_block = _PAD if n_items >= _BLOCK_MIN_ITEMS else 1
+            n_padded = -(-n_items // _PAD) * _PAD if self.max_block > 1 else n_items
+            self.items = F.pad(i, (0, 0, 0, n_padded - n_items)).contiguous()
         self.device = self.items.device
-        self.n_items = self.items.shape[0]
+        self.n_items = n_items
         self.dim = self.items.shape[1]
         self.kind = resolve_precision(precision, self.device, self.n_items)
+        self._buffers: dict[str, Tensor] = {}
 
         d = self.dim
         u_norm = self.users.double().norm(dim=1)
@@ -223,23 +257,19 @@ class _Ranker:
             du = _U_BF16 * u_norm + math.sqrt(d) * _TINY
             di = _U_BF16 * i_norm + math.sqrt(d) * _TINY
             self.models["fp32"] = self._model(
-                torch.stack([u_norm + du, du, u_norm], 1),
-                torch.stack([gamma_a * (i_norm + di) + di, i_norm + 2 * di, gamma_c * i_norm], 1),
+                [u_norm + du, du, u_norm],
+                [gamma_a * (i_norm + di) + di, i_norm + 2 * di, gamma_c * i_norm],
                 rel=0.0,
             )
         else:
-            fp32_items = ((gamma_a + gamma_c) * i_norm)[:, None]
-            self.models["fp32"] = self._model(u_norm[:, None], fp32_items, rel=0.0)
+            self.models["fp32"] = self._model([u_norm], [(gamma_a + gamma_c) * i_norm], rel=0.0)
         if self.kind == "bf16":
             self._init_bf16(u_norm, i_norm, gamma_a, gamma_c)
 
-    def _model(self, user_factors: Tensor, item_factors: Tensor, rel: float) -> _ErrorModel:
-        item_max = (
-            item_factors.max(0).values
-            if len(item_factors)
-            else torch.zeros(item_factors.shape[1], dtype=torch.float64, device=self.device)
-        )
-        return _ErrorModel(user_factors, item_factors, item_max, rel, self._absolute)
+    def _model(self, user_factors: list[Tensor], item_factors: list[Tensor], rel: float) -> _ErrorModel:
+        items = torch.stack(item_factors)
+        item_max = items.max(1).values if items.shape[1] else torch.zeros(len(items), dtype=torch.float64)
+        return _ErrorModel(torch.stack(user_factors), items, item_max.to(self.device), rel, self._absolute)
 
     def _init_bf16(self, u_norm: Tensor, i_norm: Tensor, gamma_a: float, gamma_c: float) -> None:
         self.users_bf16 = _to_bf16_flushed(self.users)
@@ -249,8 +279,8 @@ class _Ranker:
         du_norm = (self.users - self.users_bf16.float()).double().norm(dim=1)
         di_norm = (self.items - self.items_bf16.float()).double().norm(dim=1)
         self.models["bf16"] = self._model(
-            torch.stack([ub_norm, du_norm, u_norm], 1),
-            torch.stack([gamma_a * ib_norm + di_norm, ib_norm + di_norm, gamma_c * i_norm], 1),
+            [ub_norm, du_norm, u_norm],
+            [gamma_a * ib_norm + di_norm, ib_norm + di_norm, gamma_c * i_norm],
             rel=_U_BF16,
         )
 
@@ -279,116 +309,158 @@ class _Ranker:
         out = torch.full((n_rows, k), -1, dtype=torch.long, device=self.device)
         if n_rows == 0 or self.n_items == 0 or k == 0:
             return out
-        pending = torch.arange(n_rows, device=self.device)
+        pending = torch.arange(n_rows, device=self.device)  # chunk-local rows not decided yet
         stages = ("bf16", "fp32") if self.kind == "bf16" else ("fp32",)
         for stage in stages:
-            rows = pending + start
-            coarse = self._coarse(rows, stage)
-            _mask_pairs(coarse, pending, n_rows, excl_rows, excl_cols)
             model = self.models[stage]
-            ok, idx, vals, lower = self._screen(coarse, rows, k, model)
-            if bool(ok.all()):
-                out[pending] = self._rescore(rows, idx, vals, k, model)
-                return out
-            if bool(ok.any()):
-                out[pending[ok]] = self._rescore(rows[ok], idx[ok], vals[ok], k, model)
-            failed = ~ok
-            pending, coarse, lower = pending[failed], coarse[failed], lower[failed]
-        # Still undecided after fp32 candidates: many (near-)exact ties around the K-th score.
-        out[pending] = self._rescore_all_above(coarse, pending + start, lower, k, self.models["fp32"])
+            coarse = self._coarse(pending + start, stage)
+            _mask_pairs(coarse, pending, n_rows, excl_rows, excl_cols)
+            for taken in (k + _MARGIN[stage], _GROUPS_PER_TAKEN * (k + _MARGIN[stage])):
+                screened = self._screen(coarse, pending + start, k, model, taken)
+                self._finish(out, pending, start, screened.row, screened.item, screened.coarse, model)
+                failed = ~screened.ok
+                if not bool(failed.any()):
+                    return out
+                pending, coarse, lower = pending[failed], coarse[failed], screened.lower[failed]
+        # Still undecided with fp32 candidates: many (near-)exact ties around the K-th score.
+        self._rescore_all_above(out, pending, coarse, lower, start, self.models["fp32"])
         return out
 
     def _coarse(self, rows: Tensor, stage: str) -> Tensor:
-        """Coarse score matrix of ``rows`` against every item (bf16 or fp32 GEMM)."""
-        if stage == "bf16":
-            return self.users_bf16[rows] @ self.items_bf16.T
-        return self.users[rows] @ self.items.T
+        """Coarse scores of ``rows`` against every (padded) item: bf16 or fp32 GEMM, padding at -inf.
 
-    def _screen(
-        self, coarse: Tensor, rows: Tensor, k: int, model: _ErrorModel
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Top-M coarse candidates per row and whether they provably contain the canonical top K.
-
-        Returns ``ok`` (rows decided), the candidate ``idx`` / coarse ``vals`` ``(p, M)`` sorted by coarse
-        score, and ``lower``, a lower bound of the K-th canonical score (rows with M finite candidates).
+        Written into a buffer kept across chunks: a fresh multi-MB tensor per chunk costs page faults.
+        The result is a view of that buffer, valid until the next call for the same stage.
         """
-        m = candidate_width(k, coarse.shape[1])
-        vals, idx = torch.topk(coarse, m, dim=1, sorted=True)
-        v = vals.double()
-        if m == coarse.shape[1]:  # every item is a candidate
-            ok = torch.ones(len(rows), dtype=torch.bool, device=self.device)
-            return ok, idx, vals, torch.full_like(v[:, 0], -math.inf)
-        kk = min(k, m)
-        top_bound = model.pair_bound(rows, idx[:, :kk], v[:, :kk])
-        lower = (v[:, :kk] - top_bound).min(1).values
-        last = v[:, m - 1]
-        outside = model.outside_bound(rows)
-        upper = last + model.rel * last.abs() + outside
-        slack = _SLACK * (v[:, 0].abs() + last.abs() + outside + top_bound.max(1).values)
-        # last == -inf: fewer than M rankable items, all of them are candidates.
-        ok = torch.isneginf(last) | (upper + slack < lower)
-        return ok, idx, vals, lower - slack
+        users, items = (self.users_bf16, self.items_bf16) if stage == "bf16" else (self.users, self.items)
+        buffer = self._buffers.get(stage)
+        if buffer is None or buffer.shape[0] < len(rows):
+            buffer = torch.empty((len(rows), items.shape[0]), dtype=items.dtype, device=self.device)
+            self._buffers[stage] = buffer
+        out = buffer[: len(rows)]
+        torch.matmul(users[rows], items.T, out=out)
+        out[:, self.n_items :] = -math.inf
+        return out
 
-    def _rescore(self, rows: Tensor, idx: Tensor, vals: Tensor, k: int, model: _ErrorModel) -> Tensor:
-        """Canonical scores of the candidates ``idx`` and their exact top K (bound checked on every pair)."""
-        m = idx.shape[1]
-        canon = torch.empty(idx.shape, dtype=torch.float32, device=self.device)
-        step = max(1, _RESCORE_ELEMENTS // (m * self.dim))
-        for lo in range(0, len(rows), step):  # batches of rows, bounded memory
+    def _screen(self, coarse: Tensor, rows: Tensor, k: int, model: _ErrorModel, taken: int) -> _Screened:
+        """Steps 1-3 of the module docstring for every row of ``coarse`` (global row ids ``rows``)."""
+        p, n = coarse.shape
+        block = self.max_block
+        while block > 1 and n // block < _GROUPS_PER_TAKEN * taken:
+            block //= 2
+        groups = n // block
+        taken = min(taken, groups)
+        group_max = coarse.view(p, block, groups).amax(dim=1) if block > 1 else coarse
+        best, group = torch.topk(group_max, taken, dim=1, sorted=True)
+        # Items of the taken groups: group g holds items g, g + G, g + 2G, ... (a strided tiling).
+        items = group.unsqueeze(2) + torch.arange(0, n, groups, device=self.device)  # (p, taken, block)
+        values = coarse.gather(1, items.view(p, -1)).view(p, taken, block)
+        kk = min(k, taken)
+        if block > 1:
+            top_items = items[:, :kk].gather(2, values[:, :kk].argmax(2, keepdim=True)).squeeze(2)
+        else:
+            top_items = items[:, :kk, 0]
+        best64 = best.double()
+        top = best64[:, :kk]
+        top_bound = model.pair_bound(rows.unsqueeze(1), top_items, top)
+        lower = (top - top_bound).min(1).values  # -inf when fewer than kk finite group maxima
+        outside = model.outside_bound(rows)
+        t = best64[:, taken - 1]
+        magnitude = _finite(best64[:, 0]).abs() + _finite(t).abs() + outside + top_bound.max(1).values
+        slack = _SLACK * magnitude
+        lower = lower - slack
+        if taken == groups:  # every group taken: nothing is outside
+            ok = torch.ones(p, dtype=torch.bool, device=self.device)
+        else:
+            ok = torch.isneginf(t) | (t + model.rel * t.abs() + outside + slack < lower)
+        # Candidates of the ok rows. First the row-wide bound, g + rel |g| + E >= lower, solved for g
+        # (g + rel |g| is increasing) and rounded down to fp32 so the coarse values compare directly.
+        need = lower - outside - slack
+        floor = _round_down_f32(torch.where(need >= 0, need / (1 + model.rel), need / (1 - model.rel)))
+        flat = values.view(p, -1)
+        keep = ok.unsqueeze(1) & (flat >= floor.unsqueeze(1))
+        if bool(torch.isneginf(floor).any()):  # rows with fewer than K items: drop the excluded ones
+            keep &= ~torch.isneginf(flat)
+        row, col = keep.nonzero(as_tuple=True)
+        item, v = items.view(p, -1)[row, col], flat[row, col].double()
+        # Then the per-pair bound.
+        pair_ok = v + model.pair_bound(rows[row], item, v) + slack[row] >= lower[row]
+        return _Screened(ok, lower, row[pair_ok], item[pair_ok], v[pair_ok])
+
+    def _finish(
+        self,
+        out: Tensor,
+        pending: Tensor,
+        start: int,
+        row: Tensor,
+        item: Tensor,
+        coarse: Tensor,
+        model: _ErrorModel,
+    ) -> None:
+        """Step 4: rescore candidate pairs (``row`` indexes ``pending``) and write each row's exact top K.
+
+        Every pair's coarse score is checked against its bound (raises :class:`_BoundViolation`).
+        """
+        if len(row) == 0:
+            return
+        k = out.shape[1]
+        users = pending[row] + start
+        canon = torch.empty(len(row), dtype=torch.float32, device=self.device)
+        step = max(1, _RESCORE_ELEMENTS // self.dim)
+        for lo in range(0, len(row), step):  # batches of pairs, bounded memory
             hi = lo + step
-            canon[lo:hi] = canonical_scores(self.users[rows[lo:hi]].unsqueeze(1), self.items[idx[lo:hi]])
-        excluded = torch.isneginf(vals)
-        canon.masked_fill_(excluded, -math.inf)
-        v = vals.double()
-        bound = model.pair_bound(rows, idx, v)
-        error = (canon.double() - v).abs()
-        bad = ~excluded & (error > bound * (1 + _SLACK) + _SLACK * v.abs())
+            canon[lo:hi] = canonical_scores(self.users[users[lo:hi]], self.items[item[lo:hi]])
+        bound = model.pair_bound(users, item, coarse)
+        error = (canon.double() - coarse).abs()
+        bad = error > bound * (1 + _SLACK) + _SLACK * coarse.abs()
         if bool(bad.any()):
-            where = bad.nonzero()[0]
+            where = int(bad.nonzero()[0, 0])
             raise _BoundViolation(
-                f"|coarse - canonical| = {float(error[where[0], where[1]]):.3g} > "
-                f"bound {float(bound[where[0], where[1]]):.3g}"
+                f"|coarse - canonical| = {float(error[where]):.3g} > bound {float(bound[where]):.3g}"
             )
-        return _ordered_top(idx, canon, k)
+        # Order by (row, canonical score desc, item asc): three stable sorts, least significant key first.
+        order = item.argsort(stable=True)
+        order = order[canon[order].argsort(descending=True, stable=True)]
+        order = order[row[order].argsort(stable=True)]
+        row, item = row[order], item[order]
+        counts = torch.bincount(row, minlength=len(pending))
+        position = torch.arange(len(row), device=self.device) - (torch.cumsum(counts, 0) - counts)[row]
+        first = position < k
+        out[pending[row[first]], position[first]] = item[first]
 
     def _rescore_all_above(
-        self, coarse: Tensor, rows: Tensor, lower: Tensor, k: int, model: _ErrorModel
-    ) -> Tensor:
-        """Exact top K of fp32-coarse rows by rescoring every item with ``g >= lower - E_max``.
+        self, out: Tensor, pending: Tensor, coarse: Tensor, lower: Tensor, start: int, model: _ErrorModel
+    ) -> None:
+        """Rescore every item of the fp32-coarse rows with ``g + E >= lower`` (rows with many ties).
 
-        Used only for rows with more near-ties at the K-th score than candidate slots. Candidates are
-        processed in groups of whole rows so that at most ``_RESCORE_ELEMENTS / d`` pairs (plus one row)
-        are held at once.
+        Rows are processed in groups holding at most ``_RESCORE_ELEMENTS / d`` candidate pairs (or one
+        row), so memory stays bounded even when a whole row is tied.
         """
-        assert model.rel == 0.0  # fp32 GEMM output is not rounded again
+        assert model.rel == 0.0  # an fp32 GEMM output is not rounded again
+        rows = pending + start
         threshold = lower - model.outside_bound(rows)
-        thr32 = threshold.float()
-        below = torch.nextafter(thr32, thr32.new_tensor(-math.inf))
-        thr32 = torch.where(thr32.double() > threshold, below, thr32)  # round the threshold down
-        mask = coarse >= thr32[:, None]
-        counts = mask.sum(1)
-        out = torch.full((len(rows), k), -1, dtype=torch.long, device=self.device)
+        mask = coarse >= _round_down_f32(threshold).unsqueeze(1)
+        ends = torch.cumsum(mask.sum(1), 0).tolist()
         budget = max(1, _RESCORE_ELEMENTS // self.dim)
-        ends = torch.cumsum(counts, 0).tolist()
         lo = 0
         while lo < len(rows):
             base = ends[lo - 1] if lo else 0
             hi = max(lo + 1, int(np.searchsorted(ends, base + budget, side="right")))
-            local, items = mask[lo:hi].nonzero(as_tuple=True)  # row-major: items ascending in a row
-            canon = torch.empty(len(items), dtype=torch.float32, device=self.device)
-            for s in range(0, len(items), budget):
-                e = s + budget
-                canon[s:e] = canonical_scores(self.users[rows[lo:hi][local[s:e]]], self.items[items[s:e]])
-            order = canon.argsort(descending=True, stable=True)
-            order = order[local[order].argsort(stable=True)]  # by row, then score desc, then item asc
-            local, items = local[order], items[order]
-            group_counts = counts[lo:hi]
-            starts = torch.cumsum(group_counts, 0) - group_counts
-            position = torch.arange(len(items), device=self.device) - starts[local]
-            keep = position < k
-            out[lo + local[keep], position[keep]] = items[keep]
+            row, item = mask[lo:hi].nonzero(as_tuple=True)
+            v = coarse[lo:hi][row, item].double()
+            self._finish(out, pending[lo:hi], start, row, item, v, model)
             lo = hi
-        return out
+
+
+def _round_down_f32(x: Tensor) -> Tensor:
+    """The largest fp32 values ``<= x`` (float64): thresholds that never exclude a value they should keep."""
+    y = x.float()
+    return torch.where(y.double() > x, torch.nextafter(y, y.new_tensor(-math.inf)), y)
+
+
+def _finite(x: Tensor) -> Tensor:
+    """``x`` with infinities replaced by 0 (for magnitudes in a slack term)."""
+    return torch.where(torch.isfinite(x), x, 0.0)
 
 
 def _mask_pairs(coarse: Tensor, pending: Tensor, n_rows: int, excl_rows: Tensor, excl_cols: Tensor) -> None:
@@ -404,20 +476,6 @@ def _mask_pairs(coarse: Tensor, pending: Tensor, n_rows: int, excl_rows: Tensor,
     mapped = position[excl_rows]
     keep = mapped >= 0
     coarse.index_put_((mapped[keep], excl_cols[keep]), neg_inf)
-
-
-def _ordered_top(idx: Tensor, scores: Tensor, k: int) -> Tensor:
-    """Top ``k`` of each row ordered by (score desc, item index asc); ``-inf`` entries become ``-1``.
-
-    Two stable sorts: by index, then by score. ``(p, min(k, m))`` columns padded to ``k`` with ``-1``.
-    """
-    by_index = idx.argsort(dim=1)
-    idx, scores = idx.gather(1, by_index), scores.gather(1, by_index)
-    by_score = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
-    top = idx.gather(1, by_score).masked_fill(torch.isneginf(scores.gather(1, by_score)), -1)
-    if top.shape[1] < k:
-        top = F.pad(top, (0, k - top.shape[1]), value=-1)
-    return top
 
 
 # ---------------------------------------------------------------------- CSR helpers and the chunk loop
@@ -487,6 +545,7 @@ def iter_top_k(
             bar.update(1)
 
 
+@torch.no_grad()
 def top_k(
     user_emb: Tensor,
     item_emb: Tensor,

@@ -1,17 +1,25 @@
 """What a training objective receives, and the pieces every objective shares.
 
-An objective sees final representations only: ``users`` (B×d), ``positives`` (B×d) and, when it asks
-the sampler for them (``num_negatives > 0``), ``negatives`` (B×M×d). Keeping the model out of the loss
-is what lets any model train with any loss.
+An objective sees final representations: ``users`` (B×d), ``positives`` (B×d) and ``negatives``
+(B×M×d per row, M×d shared by the batch, or ``None``), plus an optional :class:`ssmrec.batch.Batch`
+with the ids and side information some objectives need (masking accidental hits, logQ, all items,
+per-user temperatures). Keeping the model out of the loss is what lets any model train with any loss.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ssmrec.batch import Batch
+
+if TYPE_CHECKING:
+    from ssmrec.models.base import Recommender
 
 Reduction = Literal["sum", "mean"]
 Similarity = Literal["cosine", "dot"]
@@ -52,10 +60,50 @@ def similarity(a: Tensor, b: Tensor, kind: Similarity, pairwise: bool) -> Tensor
     return (a * b).sum(dim=-1)
 
 
+def masked_logsumexp(values: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Row-wise ``log Σ_{keep} exp(values)`` and which rows keep anything (``None``: all entries kept).
+
+    Rows that keep nothing get 0 with zero gradient instead of −inf (whose gradient is NaN); callers
+    zero those rows' losses.
+    """
+    if keep is None:
+        return torch.logsumexp(values, dim=1), None
+    nonempty = keep.any(dim=1)
+    masked = values.masked_fill(~keep, float("-inf"))
+    masked = torch.where(nonempty.unsqueeze(1), masked, torch.zeros_like(masked))
+    return torch.logsumexp(masked, dim=1), nonempty
+
+
+def masked_mean(values: Tensor, keep: Tensor | None) -> Tensor:
+    """Row-wise mean over the kept entries (0 for a row that keeps nothing)."""
+    if keep is None:
+        return values.mean(dim=1)
+    kept = keep.to(values.dtype)
+    return (values * kept).sum(dim=1) / kept.sum(dim=1).clamp(min=1.0)
+
+
+@dataclass(frozen=True)
+class EpochContext:
+    """What an objective may look at before an epoch (Adap-τ derives its temperatures from it)."""
+
+    epoch: int
+    """1-based index of the epoch about to start."""
+    model: Recommender
+    train: sp.csr_matrix
+
+
 class Objective(torch.nn.Module):
-    """Base class of the training losses. ``num_negatives`` tells the sampler what to draw."""
+    """Base class of the training losses.
+
+    ``num_negatives`` is the number of sampled negatives the loss was built for (the sampler decides
+    what is drawn; this is kept for callers that build a sampler from the loss). Subclasses with
+    learnable parameters register them as ``nn.Parameter``: the trainer optimises
+    ``model.parameters()`` and ``objective.parameters()`` together.
+    """
 
     num_negatives: int = 0
+    needs_all_items: bool = False
+    """The objective reads ``batch.all_items()`` (the trainer then runs one full forward per step)."""
 
     def __init__(self, reduction: Reduction = "sum") -> None:
         super().__init__()
@@ -63,5 +111,10 @@ class Objective(torch.nn.Module):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
         self.reduction: Reduction = reduction
 
-    def forward(self, users: Tensor, positives: Tensor, negatives: Tensor | None) -> Tensor:
+    def forward(
+        self, users: Tensor, positives: Tensor, negatives: Tensor | None, batch: Batch | None = None
+    ) -> Tensor:
         raise NotImplementedError
+
+    def begin_epoch(self, context: EpochContext) -> None:
+        """Called by the trainer before every epoch; stateless objectives ignore it."""

@@ -2,8 +2,12 @@
 
 The bipartite adjacency over ``n_users + n_items`` nodes (users first) is
 ``A = [[0, R], [Rᵀ, 0]]`` and LightGCN propagates with ``Â = D^{-1/2} A D^{-1/2}``.
+The official SSM code generalises both (``create_adj_mat``): ``side`` picks the graph (``both``: A;
+``user``: R, users aggregate their items; ``item``: Rᵀ, items aggregate their users) and
+``alpha = (left, right)`` the exponents of ``D_row^{-left} A D_col^{-right}``, D_row / D_col the
+row / column sums. Only ``side="both"`` with ``left == right`` is symmetric.
 torch's own backward of a CSR product transposes the matrix on every call (about 9× the cost of
-the forward on Gowalla); here the transpose is built once, and for the symmetric ``Â`` it is
+the forward on Gowalla); here the transpose is built once, and for a symmetric ``Â`` it is
 ``Â`` itself.
 """
 
@@ -16,20 +20,33 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+SIDES = ("both", "user", "item")
 
-def normalized_adjacency(train: sp.csr_matrix) -> sp.csr_matrix:
-    """Symmetrically normalised bipartite adjacency ``D^{-1/2} A D^{-1/2}`` (float32 CSR).
 
-    Nodes without edges get a zero row (their degree term is defined as 0, not inf).
+def normalized_adjacency(
+    train: sp.csr_matrix, side: str = "both", alpha: tuple[float, float] = (0.5, 0.5)
+) -> sp.csr_matrix:
+    """``D_row^{-left} A D_col^{-right}`` (float32 CSR) of the graph ``side`` picks (module docstring).
+
+    The default, side ``both`` with ``alpha = (0.5, 0.5)``, is LightGCN's symmetric
+    ``D^{-1/2} A D^{-1/2}``. Nodes without edges get a zero row (their degree term is 0, not inf).
     """
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
+    left, right = alpha
     binary = train.astype(np.float32, copy=True)
     binary.data[:] = 1.0
-    adjacency = sp.bmat([[None, binary], [binary.T, None]], format="csr", dtype=np.float32)
-    degree = np.asarray(adjacency.sum(axis=1), dtype=np.float64).ravel()
+    if side == "both":
+        adjacency = sp.bmat([[None, binary], [binary.T, None]], format="csr", dtype=np.float32)
+    else:
+        adjacency = sp.csr_matrix(binary if side == "user" else binary.T, dtype=np.float32)
+    row_degree = np.asarray(adjacency.sum(axis=1), dtype=np.float64).ravel()
+    col_degree = np.asarray(adjacency.sum(axis=0), dtype=np.float64).ravel()
     with np.errstate(divide="ignore"):
-        inv_sqrt = np.where(degree > 0, degree**-0.5, 0.0)
+        row_scale = np.where(row_degree > 0, row_degree**-left, 0.0)
+        col_scale = np.where(col_degree > 0, col_degree**-right, 0.0)
     coo = adjacency.tocoo()
-    values = (inv_sqrt[coo.row] * inv_sqrt[coo.col]).astype(np.float32)
+    values = (row_scale[coo.row] * col_scale[coo.col]).astype(np.float32)
     normalized = sp.csr_matrix((values, (coo.row, coo.col)), shape=adjacency.shape, dtype=np.float32)
     normalized.sort_indices()
     return normalized

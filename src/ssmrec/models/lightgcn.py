@@ -3,6 +3,16 @@
 ``E^{(k+1)} = Â E^{(k)}`` and the final representation is ``(1 / (L+1)) Σ_{k=0..L} E^{(k)}``.
 Propagation makes representation magnitudes grow with node degree, which is what lets the
 cosine-based SSM loss work well with it (Wu et al., TOIS 2024, Section 5).
+
+The adjacency options of the official SSM code (``side``, ``alpha``; see
+:func:`ssmrec.models.graph.normalized_adjacency`):
+
+* ``side="both"``: the bipartite graph, any number of layers, ``Â = D^{-left} A D^{-right}``.
+* ``side="user"``: one layer in which only users aggregate:
+  ``u = e_u + Σ_{i∈N(u)} d_u^{-left} d_i^{-right} e_i`` and ``i = e_i`` (SSM.py ``_create_SVDpp_embed``:
+  a sum, not a mean). With ``alpha=(0.5, 0)`` this is SVD++'s ``|N(u)|^{-1/2}`` normalisation; it is
+  the SSM paper's "history" encoder.
+* ``side="item"``: the mirror image: items aggregate their users, users keep their ego embedding.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ssmrec.models.base import Recommender
-from ssmrec.models.graph import SparseOperator, normalized_adjacency
+from ssmrec.models.graph import SIDES, SparseOperator, normalized_adjacency
 
 Propagation = Literal["auto", "full", "local"]
 
@@ -26,7 +36,8 @@ class LightGCN(Recommender):
     ``full`` multiplies the whole graph every step; ``local`` (one layer only) gathers just the
     adjacency rows of the batch's users and items — the same values and gradients, a fraction of
     the work, since a batch of 2048 pairs touches a few thousand of Gowalla's 71 k nodes;
-    ``auto`` picks ``local`` when it applies.
+    ``auto`` picks ``local`` when it applies. The local path uses rows of ``Â`` only (and their
+    transpose for the backward), so it is exact for non-symmetric ``alpha`` and one-sided graphs too.
     """
 
     def __init__(
@@ -35,6 +46,8 @@ class LightGCN(Recommender):
         dim: int = 64,
         n_layers: int = 3,
         propagation: Propagation = "auto",
+        side: str = "both",
+        alpha: tuple[float, float] = (0.5, 0.5),
     ) -> None:
         n_users, n_items = train.shape
         super().__init__(n_users, n_items, dim)
@@ -42,17 +55,31 @@ class LightGCN(Recommender):
             raise ValueError(f"n_layers must be >= 0, got {n_layers}")
         if propagation not in ("auto", "full", "local"):
             raise ValueError(f"propagation must be auto, full or local, got {propagation!r}")
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
+        if side != "both" and n_layers != 1:
+            raise ValueError(f"side={side!r} propagates one layer (the official SSM code's SVD++ form)")
         if propagation == "local" and n_layers != 1:
             raise ValueError("local propagation is implemented for one layer only")
+        if len(alpha) != 2:
+            raise ValueError(f"alpha must be two exponents (left, right), got {alpha!r}")
         self.n_layers = n_layers
+        self.side = side
+        self.alpha = (float(alpha[0]), float(alpha[1]))
         self.local = n_layers == 1 and propagation in ("auto", "local")
-        self._adjacency = normalized_adjacency(train)
-        self._operator = SparseOperator(self._adjacency, symmetric=True)
+        self._adjacency = normalized_adjacency(train, side, self.alpha)
+        symmetric = side == "both" and self.alpha[0] == self.alpha[1]
+        self._operator = SparseOperator(self._adjacency, symmetric=symmetric)
 
     def _ego_all(self) -> Tensor:
         return torch.cat([self.user_embedding.weight, self.item_embedding.weight])
 
     def forward(self) -> tuple[Tensor, Tensor]:
+        users, items = self.user_embedding.weight, self.item_embedding.weight
+        if self.side == "user":
+            return users + self._operator.matmul(items), items
+        if self.side == "item":
+            return users, items + self._operator.matmul(users)
         layer = self._ego_all()
         total = layer
         for _ in range(self.n_layers):
@@ -64,9 +91,23 @@ class LightGCN(Recommender):
     def encode(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         if not self.local:
             return super().encode(users, items)
+        if self.side == "user":
+            return self._aggregate(
+                users, self.user_embedding.weight, self.item_embedding.weight
+            ), self.item_embedding(items)
+        if self.side == "item":
+            return self.user_embedding(users), self._aggregate(
+                items, self.item_embedding.weight, self.user_embedding.weight
+            )
         nodes, inverse = torch.unique(torch.cat([users, items + self.n_users]), return_inverse=True)
         rows = SparseOperator(self._adjacency[nodes.numpy()])
         ego_all = self._ego_all()
         final = (ego_all[nodes] + rows.matmul(ego_all)) / 2
         picked = final[inverse]
         return picked[: len(users)], picked[len(users) :]
+
+    def _aggregate(self, ids: Tensor, own: Tensor, other: Tensor) -> Tensor:
+        """``own[ids] + Â[ids] @ other`` from just the adjacency rows of ``ids`` (one-sided graphs)."""
+        nodes, inverse = torch.unique(ids, return_inverse=True)
+        rows = SparseOperator(self._adjacency[nodes.numpy()])
+        return (own[nodes] + rows.matmul(other))[inverse]

@@ -1,0 +1,113 @@
+"""Training-epoch speed against the floor it is bound by, measured in one process.
+
+Workloads (Gowalla, the paper's settings): LightGCN-3L + BPR, LightGCN-1L + SSM, MF + SSM.
+The floor of a LightGCN epoch is full-graph propagation: per batch, L forward and L backward products
+of the normalised adjacency (1.62 M non-zeros) with the 71 k × 64 embedding table, times the number of
+batches. It is timed here, with the same torch build and threads, right before the epochs, so the
+printed ratios compare like with like on a noisy machine. MF has no propagation: its line reports the
+epoch time only.
+
+    python benchmarks/bench_train.py [--data ../shared/data/gowalla] [--workloads lightgcn1-ssm,...]
+Writes benchmarks/results/train.json and train.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssmrec.config import resolve_config
+from ssmrec.data import DataSpec, load_dataset
+from ssmrec.models.graph import SparseOperator, normalized_adjacency
+from ssmrec.rundir import atomic_write_bytes, environment
+from ssmrec.sampling import TrainingPairs, UniformNegativeSampler
+from ssmrec.train import build_model_for, build_objective, seed_everything, train_one_epoch
+
+WORKLOADS = {
+    "lightgcn3-bpr": {"preset": "bpr-gowalla"},
+    "lightgcn1-ssm": {"preset": "ssm-gowalla"},
+    "mf-ssm": {"preset": "ssm-gowalla", "model": "mf"},
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def propagation_floor(train, layers: int, n_batches: int, repeats: int = 5) -> float:
+    """Seconds per epoch of bare full-graph propagation: L forward + L backward products per batch."""
+    operator = SparseOperator(normalized_adjacency(train), symmetric=True)
+    table = torch.randn(sum(train.shape), 64)
+    operator.matmul(table)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        for _ in range(2 * layers):  # backward of a symmetric product is the same product
+            torch.sparse.mm(operator.matrix, table)
+        best = min(best, time.perf_counter() - tick)
+    return best * n_batches
+
+
+def time_epoch(name: str, overrides: dict, data, epochs: int) -> dict:
+    config = resolve_config(flag_values={**overrides, "progress": False})
+    rng = seed_everything(config.seed)
+    model = build_model_for(config, data)
+    objective = build_objective(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+    pairs = TrainingPairs(data.train)
+    sampler = UniformNegativeSampler(data.train) if objective.num_negatives > 0 else None
+    seconds = []
+    for epoch in range(epochs):
+        tick = time.perf_counter()
+        train_one_epoch(model, objective, optimizer, pairs, sampler, rng, config, f"{name} {epoch}")
+        seconds.append(time.perf_counter() - tick)
+    n_batches = pairs.n_batches(config.batch_size)
+    floor = propagation_floor(data.train, config.layers, n_batches) if config.model == "lightgcn" else None
+    epoch_seconds = min(seconds)
+    return {
+        "workload": name,
+        "epoch_seconds": epoch_seconds,
+        "all_epoch_seconds": seconds,
+        "floor_seconds": floor,
+        "ratio_to_floor": None if floor is None else epoch_seconds / floor,
+        "batches": n_batches,
+        "propagation": "local" if getattr(model, "local", False) else "full",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/gowalla"))
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per workload (the fastest is reported)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    np.random.seed(0)
+    data = load_dataset(DataSpec(path=args.data, valid_ratio=0.0))
+    rows = [time_epoch(name, WORKLOADS[name], data, args.epochs) for name in args.workloads.split(",")]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report = {"environment": environment(), "data": args.data, "peak_rss_mb": peak_mb, "results": rows}
+    lines = ["| workload | propagation | epoch s | floor s | epoch / floor |", "|---|---|---|---|---|"]
+    for row in rows:
+        floor = "—" if row["floor_seconds"] is None else f"{row['floor_seconds']:.1f}"
+        ratio = "—" if row["ratio_to_floor"] is None else f"{row['ratio_to_floor']:.2f}"
+        lines.append(
+            f"| {row['workload']} | {row['propagation']} | {row['epoch_seconds']:.1f} | {floor} | {ratio} |"
+        )
+    lines.append(f"\npeak RSS {peak_mb:.0f} MB, torch threads {torch.get_num_threads()}")
+    markdown = "\n".join(lines) + "\n"
+    print(markdown)
+    RESULTS.mkdir(exist_ok=True)
+    atomic_write_bytes(RESULTS / "train.json", (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_bytes(RESULTS / "train.md", markdown.encode())
+
+
+if __name__ == "__main__":
+    main()

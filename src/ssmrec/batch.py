@@ -1,0 +1,98 @@
+"""The context one training step hands to an objective, besides the representations.
+
+Most objectives only need final representations. A few need more, and they get it here instead of
+through per-loss branches in the training loop:
+
+* masking accidental hits (``exclude``) needs the batch's user and item ids and the training set;
+* logQ correction needs the sampler's log expected counts of every candidate;
+* the full softmax needs all item representations;
+* Adap-τ needs the user ids (its temperatures are per user).
+
+Candidate columns
+-----------------
+Every objective scores each row's user against the same columns, in this order:
+
+* ``in_batch``: the B positives of the batch (row b's own positive is column b), then
+* the sampled negatives: ``negatives`` of shape (M,) are shared by all rows, (B, M) are per row.
+
+Without ``in_batch`` the first column is row b's own positive, so a row has ``1 + M`` columns.
+``log_q`` follows the same column order (positive columns included) and broadcasts to (B, K).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from ssmrec.sampling.negatives import TrainingSet
+
+
+@dataclass(frozen=True)
+class Negatives:
+    """What a negative sampler returns for one batch.
+
+    ``ids``: sampled item ids, (B, M) per row, (M,) shared by the batch, or ``None``.
+    ``in_batch``: the batch's positives are candidates of every row too.
+    ``log_q``: log of each candidate column's expected number of occurrences among a row's draws
+    under the sampler (positive columns included; see :mod:`ssmrec.batch` for the column order),
+    broadcastable to (B, K); ``None`` when the sampler has no proposal (full softmax).
+    ``rejects_training``: sampled ids are never a training item of their row's user.
+    """
+
+    ids: Tensor | None
+    in_batch: bool
+    log_q: Tensor | None = None
+    rejects_training: bool = False
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Ids and side information of one training batch; built by the training loop."""
+
+    users: Tensor
+    """(B,) user ids."""
+    positives: Tensor
+    """(B,) item ids of each row's positive."""
+    negatives: Tensor | None = None
+    """Sampled item ids: (B, M) per row, (M,) shared, or ``None``."""
+    in_batch: bool = True
+    """The other rows' positives are negatives of each row."""
+    log_q: Tensor | None = None
+    """Log expected count of every candidate column under the sampler, broadcastable to (B, K)."""
+    rejects_training: bool = False
+    """Sampled ids already exclude each user's training items (no need to mask them)."""
+    training: TrainingSet | None = None
+    """The training interactions, for masking accidental hits."""
+    all_items: Callable[[], Tensor] | None = None
+    """All items' final representations (n_items × d), for the full softmax."""
+
+    @classmethod
+    def build(
+        cls,
+        users: Tensor,
+        positives: Tensor,
+        negatives: Negatives,
+        training: TrainingSet | None = None,
+        all_items: Callable[[], Tensor] | None = None,
+    ) -> Batch:
+        return cls(
+            users=users,
+            positives=positives,
+            negatives=negatives.ids,
+            in_batch=negatives.in_batch,
+            log_q=negatives.log_q,
+            rejects_training=negatives.rejects_training,
+            training=training,
+            all_items=all_items,
+        )
+
+    def items(self) -> Tensor:
+        """Ids whose representations the step needs: positives, then the sampled negatives flattened."""
+        if self.negatives is None:
+            return self.positives
+        return torch.cat([self.positives, self.negatives.reshape(-1)])

@@ -1,0 +1,180 @@
+"""The one table of per-loss and per-model defaults, each with the source it comes from.
+
+Keys are :class:`ssmrec.config.TrainConfig` keys. Two uses:
+
+* ``ssmrec train`` resolves the *loss options* a config leaves unset (``None``: negatives,
+  num_negatives, reduction, positive_in_denominator, margin, negative_weight) from this table, so
+  ``--loss ccl`` means SimpleX's CCL without further flags. Optimisation settings (batch size,
+  learning rate, regulariser) keep the config's own values there.
+* ``ssmrec grid`` applies a loss's whole row (and a model's row) to every cell of that loss (model),
+  so each objective runs with the settings its paper used.
+
+The module holds data only (no torch import), so the CLI and config can read it cheaply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LOSSES = ("ssm", "softmax", "bpr", "bce", "mse", "ccl", "bsl", "adap-tau")
+"""Every objective ``--loss`` accepts."""
+
+SAMPLED_SOFTMAX = ("ssm", "bsl", "adap-tau")
+"""The sampled-softmax family: temperature, logQ, positive-in-denominator and every negative source."""
+
+SOFTMAX_FAMILY = (*SAMPLED_SOFTMAX, "softmax")
+"""Losses with a temperature (the sampled family plus the full softmax)."""
+
+MODELS = ("mf", "lightgcn", "history", "ngcf")
+"""Every encoder ``--model`` accepts."""
+
+NEGATIVES = ("in-batch", "uniform", "popularity", "shared", "mixed")
+"""Where a batch's negatives come from (see :mod:`ssmrec.sampling.negatives`)."""
+
+EXCLUDE = ("none", "duplicates", "train")
+LOGQ = ("none", "standard", "corrected")
+
+LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Official SSM (Wu et al., TOIS 2024; github.com/wujcan/SSM-TensorFlow, conf/SSM.properties and
+    # model/general_recommender/SSM.py): neg_dist=0 (in-batch), flag_l2_norm (cosine), temp=0.1,
+    # tf.reduce_sum over the batch, the positive inside logsumexp, no masking, no logQ;
+    # batch_size=2048, Adam lr=0.001. The per-dataset tau/reg of the ssm-<dataset> presets apply on top.
+    "ssm": {
+        "negatives": "in-batch",
+        "num_negatives": 0,
+        "similarity": "cosine",
+        "temperature": 0.1,
+        "reduction": "sum",
+        "positive_in_denominator": True,
+        "exclude": "none",
+        "logq": "none",
+        "batch_size": 2048,
+        "lr": 1e-3,
+    },
+    # Full softmax: the limit of SSM with every item a candidate, so SSM's settings (source as above).
+    "softmax": {
+        "similarity": "cosine",
+        "temperature": 0.1,
+        "reduction": "sum",
+        "positive_in_denominator": True,
+        "exclude": "none",
+        "batch_size": 2048,
+        "lr": 1e-3,
+    },
+    # BPR as LightGCN-PyTorch (He et al., SIGIR 2020; github.com/gusye1234/LightGCN-PyTorch, parse.py):
+    # one uniform negative outside the user's training items, bpr_batch=2048, lr=0.001,
+    # decay=1e-4 on ½‖·‖²/B (mean reduction).
+    "bpr": {
+        "negatives": "uniform",
+        "num_negatives": 1,
+        "reduction": "mean",
+        "reg": 1e-4,
+        "batch_size": 2048,
+        "lr": 1e-3,
+    },
+    # BCE: NCF's pointwise log loss (He et al., WWW 2017;
+    # github.com/hexiangnan/neural_collaborative_filtering, num_neg=4): 4 uniform negatives per positive.
+    # Optimisation settings as BPR above (same source).
+    "bce": {
+        "negatives": "uniform",
+        "num_negatives": 4,
+        "reduction": "mean",
+        "reg": 1e-4,
+        "batch_size": 2048,
+        "lr": 1e-3,
+    },
+    # MSE with targets 1/0: the same pointwise sampling as BCE (NCF, num_neg=4); optimisation as BPR.
+    "mse": {
+        "negatives": "uniform",
+        "num_negatives": 4,
+        "reduction": "mean",
+        "reg": 1e-4,
+        "batch_size": 2048,
+        "lr": 1e-3,
+    },
+    # CCL: SimpleX (Mao et al., CIKM 2021), the authors' MF-CCL Gowalla run (reczoo benchmark
+    # MF-CCL_gowalla_x0: num_negs=800, 810128 pairs in 3165 batches = batch 256), margin 0.9,
+    # negative weight 150, Adam lr 1e-4, cosine scores, mean over the batch. The L2 weight of that run is
+    # not in its log; we use none.
+    "ccl": {
+        "negatives": "uniform",
+        "num_negatives": 800,
+        "margin": 0.9,
+        "negative_weight": 150.0,
+        "reduction": "mean",
+        "reg": 0.0,
+        "batch_size": 256,
+        "lr": 1e-4,
+    },
+    # BSL (Wu et al., ICDE 2024; github.com/junkangwu/BSL utils/losses.py, IR-Benchmark's BSLOptimizer):
+    # the positive is not in the denominator, cosine, mean over the batch. tau1 (positive_temperature)
+    # defaults to tau, which makes BSL the plain SL loss; tune it per dataset.
+    "bsl": {
+        "negatives": "in-batch",
+        "num_negatives": 0,
+        "similarity": "cosine",
+        "temperature": 0.1,
+        "reduction": "mean",
+        "positive_in_denominator": False,
+        "batch_size": 2048,
+        "lr": 1e-3,
+    },
+    # Adap-tau (Chen et al., WWW 2023; github.com/junkangwu/Adap_tau main.py, utils/parser.py,
+    # modules/MF_tau.py): SL form (no positive in the denominator), cosine, mean, cnt_lr=10 warm-up epochs,
+    # temperature_2=1.0 (Lambert-W scale), tau_mode weight_mean.
+    "adap-tau": {
+        "negatives": "in-batch",
+        "num_negatives": 0,
+        "similarity": "cosine",
+        "reduction": "mean",
+        "positive_in_denominator": False,
+        "adaptive_warmup": 10,
+        "adaptive_scale": 1.0,
+        "batch_size": 2048,
+        "lr": 1e-3,
+    },
+}
+
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mf": {},
+    # Official SSM code: n_layers=1, side=both, alpha=[0.5, 0.5].
+    "lightgcn": {"layers": 1},
+    # The SSM paper's history encoder: side=user with one layer (SSM.py, _create_SVDpp_embed).
+    "history": {"layers": 1},
+    # NGCF (Wang et al., SIGIR 2019; github.com/huangtinglin/NGCF-PyTorch): 3 layers of 64, mess_dropout 0.1.
+    "ngcf": {"layers": 3, "message_dropout": 0.1},
+}
+
+BETA_DEFAULTS: dict[str, float] = {
+    # The official SSM code draws neg_dist negatives from popularity**beta with beta=1.0 (SSM.properties).
+    "popularity": 1.0,
+    "shared": 1.0,
+    # Mixed negative sampling (Yang et al., WWW 2020) adds uniformly drawn items to the in-batch ones.
+    "mixed": 0.0,
+}
+
+OPTION_KEYS = (
+    "negatives",
+    "num_negatives",
+    "reduction",
+    "positive_in_denominator",
+    "margin",
+    "negative_weight",
+)
+"""Config keys that may be left ``None`` and are then resolved from :data:`LOSS_DEFAULTS`."""
+
+FALLBACKS: dict[str, Any] = {
+    "negatives": "uniform",
+    "num_negatives": 0,
+    "reduction": "mean",
+    "positive_in_denominator": True,
+    "margin": 0.9,
+    "negative_weight": None,
+}
+"""Used when a loss's row does not mention an option (the option then does not apply to it)."""
+
+
+def loss_option(loss: str, key: str) -> Any:
+    """The default of option ``key`` for ``loss`` (its table row, else the general fallback)."""
+    row = LOSS_DEFAULTS.get(loss, {})
+    return row[key] if key in row else FALLBACKS.get(key)

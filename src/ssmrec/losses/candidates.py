@@ -1,0 +1,168 @@
+"""The one scoring path of every sampled objective: each row's user against its candidate columns.
+
+Row b of a batch is scored against K columns (see :mod:`ssmrec.batch`): the batch's positives when
+negatives are in-batch (row b's own positive is column b), otherwise row b's own positive alone
+(column 0), followed by the sampled negatives (shared by the batch or per row). The result holds the
+score matrix, the column of each row's positive (``target``), which columns are masked accidental hits
+(``exclude``) and the sampler's log expected counts, so that SSM, BPR, BCE, MSE and CCL differ only in
+what they do with the same numbers.
+
+``exclude``:
+
+* ``none``: nothing masked (the official SSM code).
+* ``duplicates``: columns holding the row's own positive item again (another row with the same item
+  in-batch, or the item drawn as a negative).
+* ``train``: columns holding any training item of the row's user (the duplicates included). Samplers
+  that already reject training items need no mask for their draws.
+
+A masked column is kept in the matrix and ignored by the losses (−inf in a softmax, left out of a
+mean), so the batch itself never changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ssmrec.batch import Batch
+from ssmrec.losses.base import Similarity
+
+EXCLUDE = ("none", "duplicates", "train")
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Scores of every row against its candidate columns."""
+
+    scores: Tensor
+    """(B, K) similarity of row b's user and column k's item."""
+    target: Tensor
+    """(B,) column of each row's positive."""
+    in_batch: bool
+    """Columns 0..B−1 are the batch's positives (else column 0 is the row's own positive)."""
+    excluded: Tensor | None = None
+    """(B, K) masked accidental hits (never a target column); ``None``: nothing masked."""
+    log_q: Tensor | None = None
+    """Log expected count of every column under the sampler, broadcastable to (B, K)."""
+
+    @property
+    def positive(self) -> Tensor:
+        """(B,) score of each row's positive."""
+        return self.scores.gather(1, self.target.unsqueeze(1)).squeeze(1)
+
+    def target_mask(self) -> Tensor:
+        """(B, K) bool: the column of each row's positive."""
+        return F.one_hot(self.target, self.scores.shape[1]).bool()
+
+    def negatives(self) -> tuple[Tensor, Tensor | None]:
+        """Scores of the negative columns and which of them to use (``None``: all of them)."""
+        if not self.in_batch:
+            keep = None if self.excluded is None else ~self.excluded[:, 1:]
+            return self.scores[:, 1:], keep
+        keep = ~self.target_mask()
+        if self.excluded is not None:
+            keep &= ~self.excluded
+        return self.scores, keep
+
+    def broadcast_log_q(self) -> Tensor:
+        if self.log_q is None:
+            raise ValueError("logQ correction needs the sampler's log q in the batch")
+        try:
+            return torch.broadcast_to(self.log_q.to(self.scores.dtype), self.scores.shape)
+        except RuntimeError as error:
+            raise ValueError(
+                f"log_q of shape {tuple(self.log_q.shape)} does not fit {tuple(self.scores.shape)}"
+            ) from error
+
+
+def _normalized(tensor: Tensor | None, kind: Similarity) -> Tensor | None:
+    if tensor is None or kind == "dot":
+        return tensor
+    return F.normalize(tensor, dim=-1)
+
+
+def score_candidates(
+    users: Tensor,
+    positives: Tensor,
+    negatives: Tensor | None,
+    batch: Batch | None,
+    kind: Similarity,
+    exclude: str = "none",
+) -> Candidates:
+    """Score each row against its candidates; ``batch=None`` means in-batch iff ``negatives is None``.
+
+    ``negatives`` are representations: (B, M, d) per row or (M, d) shared by the batch.
+    """
+    if kind not in ("cosine", "dot"):
+        raise ValueError(f"similarity must be 'cosine' or 'dot', got {kind!r}")
+    in_batch = batch.in_batch if batch is not None else negatives is None
+    users, positives = _normalized(users, kind), _normalized(positives, kind)
+    negatives = _normalized(negatives, kind)
+    size = users.shape[0]
+    if in_batch:
+        parts = [users @ positives.T]
+        target = torch.arange(size, device=users.device)
+    else:
+        parts = [(users * positives).sum(dim=-1, keepdim=True)]
+        target = torch.zeros(size, dtype=torch.long, device=users.device)
+    if negatives is not None:
+        if negatives.dim() == 2:
+            parts.append(users @ negatives.T)
+        elif negatives.dim() == 3:
+            parts.append((users.unsqueeze(1) @ negatives.transpose(1, 2)).squeeze(1))
+        else:
+            raise ValueError(f"negatives must be (M, d) or (B, M, d), got shape {tuple(negatives.shape)}")
+    scores = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    excluded = exclusion_mask(batch, exclude, scores.shape[1])
+    return Candidates(
+        scores=scores,
+        target=target,
+        in_batch=in_batch,
+        excluded=excluded,
+        log_q=batch.log_q if batch is not None else None,
+    )
+
+
+def exclusion_mask(batch: Batch | None, exclude: str, n_columns: int) -> Tensor | None:
+    """(B, K) bool of masked columns for ``exclude`` (``None`` when nothing is masked)."""
+    if exclude not in EXCLUDE:
+        raise ValueError(f"exclude must be one of {', '.join(EXCLUDE)}, got {exclude!r}")
+    if exclude == "none":
+        return None
+    if batch is None:
+        raise ValueError(f"exclude={exclude!r} needs the batch's ids (pass a Batch)")
+    if exclude == "train" and batch.training is None:
+        raise ValueError("exclude='train' needs the training set in the batch")
+    users = batch.users.numpy()
+    positives = batch.positives.numpy()
+
+    def shared(columns: np.ndarray) -> np.ndarray:
+        hits = columns[None, :] == positives[:, None]
+        if exclude == "train":
+            assert batch.training is not None
+            hits |= batch.training.hits(users, columns)
+        return hits
+
+    parts = [shared(positives) if batch.in_batch else np.zeros((len(users), 1), dtype=bool)]
+    if batch.negatives is not None:
+        ids = batch.negatives.numpy()
+        if ids.ndim == 1:
+            parts.append(shared(ids))
+        elif batch.rejects_training:  # never a training item of the user, so never its positive either
+            parts.append(np.zeros(ids.shape, dtype=bool))
+        else:
+            hits = ids == positives[:, None]
+            if exclude == "train":
+                assert batch.training is not None
+                hits |= batch.training.contains(np.broadcast_to(users[:, None], ids.shape), ids)
+            parts.append(hits)
+    mask = np.concatenate(parts, axis=1)
+    if mask.shape[1] != n_columns:
+        raise ValueError(f"the batch has {mask.shape[1]} candidate columns, the scores {n_columns}")
+    if batch.in_batch:
+        mask[np.arange(len(users)), np.arange(len(users))] = False  # a row's own positive is never masked
+    return torch.from_numpy(mask)

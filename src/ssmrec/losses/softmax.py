@@ -1,0 +1,126 @@
+"""The full softmax over all items, computed exactly in item chunks: the oracle of the sampled versions.
+
+    L = Σ_b ( log Σ_{j=1..n_items} exp(s(u_b, j)/τ) − s(u_b, p_b)/τ )
+
+with the SSM family's similarity, temperature (fixed or learnable), reduction and denominator option
+(``positive_in_denominator=False`` removes p_b from the sum) and ``exclude="train"`` (the user's other
+training items leave the sum; ``duplicates`` is a no-op here: every item is one column).
+
+The log-sum over items is taken chunk by chunk (``chunk_size`` items at a time) and combined with one
+more log-sum-exp, which is exact. Each chunk runs under activation checkpointing, so the backward
+pass recomputes a chunk's B × chunk logits instead of keeping all B × n_items of them: memory stays at
+one chunk while values and gradients are those of the unchunked computation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from ssmrec.batch import Batch
+from ssmrec.losses.base import Reduction, Similarity, masked_logsumexp, reduce
+from ssmrec.losses.ssm import SampledSoftmaxLoss, Temperature
+
+
+def _chunk_logsumexp(users: Tensor, items: Tensor, tau: Temperature, drop: Tensor | None) -> Tensor:
+    logits = users @ items.T / tau
+    if drop is None:
+        return torch.logsumexp(logits, dim=1)
+    log_sum, nonempty = masked_logsumexp(logits, ~drop)
+    assert nonempty is not None
+    return torch.where(nonempty, log_sum, torch.full_like(log_sum, float("-inf")))
+
+
+def chunked_logsumexp(
+    users: Tensor,
+    items: Tensor,
+    tau: Temperature,
+    drop_rows: np.ndarray,
+    drop_items: np.ndarray,
+    chunk_size: int | None,
+) -> Tensor:
+    """Row-wise ``log Σ_j exp(users_b · items_j / τ)`` over all items except the (row, item) pairs dropped."""
+    n_items = items.shape[0]
+    chunk = n_items if chunk_size is None or chunk_size >= n_items else chunk_size
+    order = np.argsort(drop_items, kind="stable")
+    drop_rows, drop_items = drop_rows[order], drop_items[order]
+    parts = []
+    for start in range(0, n_items, chunk):
+        stop = min(n_items, start + chunk)
+        low, high = np.searchsorted(drop_items, [start, stop])
+        drop = None
+        if high > low:
+            drop = torch.zeros(users.shape[0], stop - start, dtype=torch.bool)
+            drop[torch.from_numpy(drop_rows[low:high]), torch.from_numpy(drop_items[low:high] - start)] = True
+        if chunk == n_items:
+            parts.append(_chunk_logsumexp(users, items, tau, drop))
+        else:
+            parts.append(
+                checkpoint(_chunk_logsumexp, users, items[start:stop], tau, drop, use_reentrant=False)
+            )
+    return parts[0] if len(parts) == 1 else torch.logsumexp(torch.stack(parts, dim=1), dim=1)
+
+
+class FullSoftmaxLoss(SampledSoftmaxLoss):
+    """Softmax cross-entropy over every item (formula in the module docstring); needs all items."""
+
+    needs_all_items = True
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        similarity: Similarity = "cosine",
+        reduction: Reduction = "sum",
+        exclude: str = "none",
+        positive_in_denominator: bool = True,
+        learn_temperature: bool = False,
+        chunk_size: int | None = 4096,
+    ) -> None:
+        super().__init__(
+            temperature=temperature,
+            similarity=similarity,
+            reduction=reduction,
+            exclude=exclude,
+            positive_in_denominator=positive_in_denominator,
+            learn_temperature=learn_temperature,
+        )
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
+
+    def forward(
+        self, users: Tensor, positives: Tensor, negatives: Tensor | None, batch: Batch | None = None
+    ) -> Tensor:
+        if batch is None or batch.all_items is None:
+            raise ValueError("the full softmax needs all item representations (batch.all_items)")
+        items = batch.all_items()
+        if self.similarity == "cosine":
+            users, positives, items = (F.normalize(t, dim=-1) for t in (users, positives, items))
+        tau = self.temperature
+        positive_logit = (users * positives).sum(dim=-1) / tau
+        drop_rows, drop_items = self._dropped(batch)
+        log_sum = chunked_logsumexp(users, items, tau, drop_rows, drop_items, self.chunk_size)
+        return reduce(log_sum - positive_logit, self.reduction)
+
+    def _dropped(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """(row, item) pairs left out of the log-sum: other training items, and the positive in SL form."""
+        positives = batch.positives.numpy().astype(np.int64)
+        rows = [np.empty(0, dtype=np.int64)]
+        items = [np.empty(0, dtype=np.int64)]
+        if self.exclude == "train":
+            if batch.training is None:
+                raise ValueError("exclude='train' needs the training set in the batch")
+            train_rows, train_items = batch.training.entries(batch.users.numpy())
+            other = train_items != positives[train_rows]
+            rows.append(train_rows[other])
+            items.append(train_items[other])
+        if not self.positive_in_denominator:
+            rows.append(np.arange(len(positives), dtype=np.int64))
+            items.append(positives)
+        return np.concatenate(rows), np.concatenate(items)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, chunk_size={self.chunk_size}"

@@ -1,0 +1,145 @@
+"""``ssmrec grid``: per-loss defaults, the layering of settings, tables, and resuming."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ssmrec.train
+from ssmrec.cli import main
+from ssmrec.errors import ConfigError
+from ssmrec.grid import GridSpec, cell_config, validate_grid_file
+
+
+def _write_tiny(folder: Path) -> None:
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    train, test = [], []
+    for user in range(50):
+        chosen = (user % 4) * 10 + rng.choice(10, 6, replace=False)
+        train.append(" ".join(map(str, [user, *sorted(chosen[:4].tolist())])))
+        test.append(" ".join(map(str, [user, *sorted(chosen[4:].tolist())])))
+    (folder / "train.txt").write_text("\n".join(train) + "\n")
+    (folder / "test.txt").write_text("\n".join(test) + "\n")
+
+
+def test_cells_take_each_papers_defaults_and_the_file_overrides(tmp_path: Path) -> None:
+    spec = GridSpec(
+        ("mf", "lightgcn"), ("ssm",), tmp_path, flags={"data": {"dataset": "gowalla"}, "epochs": 5}
+    )
+    ssm = cell_config(spec, "lightgcn", "ssm")
+    assert (ssm.temperature, ssm.reg, ssm.batch_size, ssm.negative_source()) == (
+        0.12,
+        1e-5,
+        2048,
+        ("in-batch", 0, None),
+    )
+    assert cell_config(spec, "mf", "softmax").temperature == 0.12  # the full softmax takes SSM's settings
+    ccl = cell_config(spec, "mf", "ccl")
+    assert (ccl.margin, ccl.negative_weight, ccl.batch_size, ccl.lr) == (0.9, 150.0, 256, 1e-4)
+    assert ccl.negative_source() == ("uniform", 800, None) and ccl.epochs == 5
+    bpr = cell_config(spec, "lightgcn", "bpr")
+    assert (bpr.reg, bpr.option("reduction"), bpr.negative_source()[1], bpr.layers) == (1e-4, "mean", 1, 1)
+    assert cell_config(spec, "ngcf", "bpr").layers == 3
+
+    file = {
+        "lr": 0.5,
+        "losses": {"bpr": {"lr": 0.01}},
+        "models": {"mf": {"dim": 16}},
+        "cells": {"mf-bpr": {"reg": 0.0}},
+    }
+    spec = GridSpec(("mf",), ("bpr", "ccl"), tmp_path, flags={"data": {"path": "x"}}, file=file)
+    mf_bpr = cell_config(spec, "mf", "bpr")
+    assert (mf_bpr.lr, mf_bpr.dim, mf_bpr.reg) == (0.01, 16, 0.0)  # cell > loss table > model table > file
+    assert cell_config(spec, "mf", "ccl").lr == 0.5  # the file's top level beats the loss defaults
+    with pytest.raises(ConfigError, match="unknown key 'temprature'"):
+        cell_config(GridSpec(("mf",), ("ssm",), tmp_path, file={"temprature": 1}), "mf", "ssm")
+    with pytest.raises(ConfigError, match=r"models\.gcn"):
+        validate_grid_file({"models": {"gcn": {}}})
+    with pytest.raises(ConfigError, match="cells are named"):
+        validate_grid_file({"cells": {"mf+ssm": {}}})
+
+
+def _grid(data: Path, output: Path, config: Path, *extra: str) -> int:
+    return main(["grid", "--data", str(data), "--models", "mf,lightgcn", "--losses", "bpr,ssm",
+                 "--epochs", "1", "--output", str(output), "--config", str(config), "--no-progress",
+                 *extra])  # fmt: skip
+
+
+def test_grid_runs_tabulates_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    _write_tiny(tmp_path / "data")
+    config = tmp_path / "grid.toml"
+    config.write_text("dim = 8\n[losses.bpr]\nlr = 0.01\n[data]\nvalid_ratio = 0.2\n")
+    output = tmp_path / "grid"
+    assert _grid(tmp_path / "data", output, config) == 0
+
+    rows = list(csv.DictReader((output / "grid.csv").open()))
+    assert [(r["model"], r["loss"], r["status"]) for r in rows] == [
+        ("mf", "bpr", "done"), ("mf", "ssm", "done"), ("lightgcn", "bpr", "done"), ("lightgcn", "ssm", "done")
+    ]  # fmt: skip
+    for row in rows:
+        for key in ("valid_recall@20", "valid_ndcg@20", "test_recall@20", "test_ndcg@20"):
+            assert 0.0 <= float(row[key]) <= 1.0
+        assert row["epochs_run"] == "1" and row["early_stopped"] == "False" and float(row["wall_seconds"]) > 0
+    markdown = (output / "grid.md").read_text()
+    assert "| mf | bpr |" in markdown and "| lightgcn | ssm |" in markdown and "valid R@20" in markdown
+    recorded = json.loads((output / "mf-bpr" / "config.json").read_text())
+    assert (recorded["lr"], recorded["dim"], recorded["reg"]) == (0.01, 8, 1e-4)
+    assert not list(output.glob("**/.*.tmp"))  # tables are written atomically
+
+    calls: list[str] = []
+    real_train = ssmrec.train.train
+
+    def counting(config, data=None):
+        calls.append(config.name)
+        return real_train(config, data)
+
+    monkeypatch.setattr(ssmrec.train, "train", counting)
+    assert _grid(tmp_path / "data", output, config) == 0
+    assert calls == []  # every cell was finished: nothing retrains
+    assert {r["status"] for r in csv.DictReader((output / "grid.csv").open())} == {"finished"}
+
+    (output / "mf-ssm" / "final_metrics.json").unlink()  # an interrupted cell: a directory, no final metrics
+    assert _grid(tmp_path / "data", output, config) == 0
+    assert calls == ["mf-ssm"]
+    moved = list((output / "interrupted").iterdir())
+    assert len(moved) == 1 and moved[0].name.startswith("mf-ssm-") and (moved[0] / "config.json").is_file()
+    assert (output / "mf-ssm" / "final_metrics.json").is_file()
+
+    capsys.readouterr()
+    assert _grid(tmp_path / "data", output, config, "--patience", "3") == 2  # settings changed: refuse
+    assert "finished with other settings (patience differ" in capsys.readouterr().err
+
+
+def test_grid_keeps_going_after_a_failing_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    _write_tiny(tmp_path / "data")
+    config = tmp_path / "grid.toml"
+    config.write_text("dim = 8\n")
+
+    def failing(config, data=None):
+        if config.loss == "bpr":
+            raise RuntimeError("out of memory")
+        return real_train(config, data)
+
+    real_train = ssmrec.train.train
+    monkeypatch.setattr(ssmrec.train, "train", failing)
+    argv = ["grid", "--data", str(tmp_path / "data"), "--models", "mf", "--losses", "bpr,ssm",
+            "--epochs", "1", "--output", str(tmp_path / "g"), "--config", str(config),
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 1
+    rows = {r["loss"]: r["status"] for r in csv.DictReader((tmp_path / "g" / "grid.csv").open())}
+    assert rows == {"bpr": "failed: RuntimeError: out of memory", "ssm": "done"}
+    assert "failed cells" in capsys.readouterr().err
+
+
+def test_grid_cli_errors(tmp_path: Path, capsys) -> None:
+    assert main(["grid", "--models", "mf"]) == 2
+    assert "no data" in capsys.readouterr().err
+    assert main(["grid", "--dataset", "gowalla", "--losses", "ssm,hinge"]) == 2
+    assert "unknown losses hinge" in capsys.readouterr().err

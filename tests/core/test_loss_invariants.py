@@ -1,0 +1,169 @@
+"""The exactness invariants of the objectives: each must hold up to float tolerance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from ssmrec.batch import Batch
+from ssmrec.losses import BPRLoss, Candidates, FullSoftmaxLoss, SampledSoftmaxLoss
+from ssmrec.sampling import SharedSampler, TrainingSet, UniformSampler
+
+
+def _random(seed: int, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_ssm_with_one_negative_dot_tau1_is_bpr(reduction: str) -> None:
+    users, positives, negatives = _random(0, 6, 4), _random(1, 6, 4), _random(2, 6, 1, 4)
+    ssm = SampledSoftmaxLoss(temperature=1.0, similarity="dot", num_negatives=1, reduction=reduction)
+    bpr = BPRLoss(num_negatives=1, reduction=reduction)
+    torch.testing.assert_close(ssm(users, positives, negatives), bpr(users, positives, negatives))
+
+
+def _full_setup(seed: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    users = _random(seed, 5, 3).requires_grad_(True)
+    items = _random(seed + 1, 7, 3).requires_grad_(True)
+    positives = torch.tensor([0, 3, 3, 6, 1])
+    return users, items, positives
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_ssm_over_all_other_items_is_full_softmax_and_chunking_is_exact(similarity: str) -> None:
+    tau = 0.3
+    values, grads = [], []
+    users, items, positives = _full_setup()
+    batch = Batch(users=torch.arange(5), positives=positives, in_batch=False, all_items=lambda: items)
+    # 1) SSM whose sampled negatives are every item but the positive
+    others = torch.stack([torch.tensor([j for j in range(7) if j != int(p)]) for p in positives])
+    ssm = SampledSoftmaxLoss(temperature=tau, similarity=similarity, num_negatives=6)  # type: ignore[arg-type]
+    values.append(ssm(users, items[positives], items[others]))
+    # 2) the full softmax, unchunked and in chunks of 3 and of 1 item
+    for chunk in (None, 3, 1):
+        full = FullSoftmaxLoss(temperature=tau, similarity=similarity, chunk_size=chunk)  # type: ignore[arg-type]
+        values.append(full(users, items[positives], None, batch))
+    # 3) plain cross-entropy over the full score matrix
+    u = F.normalize(users, dim=1) if similarity == "cosine" else users
+    i = F.normalize(items, dim=1) if similarity == "cosine" else items
+    values.append(F.cross_entropy(u @ i.T / tau, positives, reduction="sum"))
+    for value in values:
+        users.grad = items.grad = None
+        value.backward()
+        grads.append((users.grad.clone(), items.grad.clone()))
+    for value, (grad_users, grad_items) in zip(values[1:], grads[1:], strict=True):
+        torch.testing.assert_close(value, values[0])
+        torch.testing.assert_close(grad_users, grads[0][0])
+        torch.testing.assert_close(grad_items, grads[0][1])
+
+
+def test_chunked_full_softmax_with_exclusion_equals_unchunked() -> None:
+    users, items, positives = _full_setup(5)
+    dense = np.zeros((5, 7), dtype=np.float32)
+    dense[[0, 0, 1, 1, 2, 3, 3, 4], [0, 2, 3, 4, 3, 6, 1, 1]] = 1  # positives 0, 3, 3, 6, 1 plus others
+    training = TrainingSet(sp.csr_matrix(dense))
+    batch = Batch(
+        users=torch.arange(5), positives=positives, in_batch=False, training=training, all_items=lambda: items
+    )
+    results = []
+    for chunk in (None, 2):
+        loss = FullSoftmaxLoss(
+            temperature=0.5,
+            similarity="dot",
+            exclude="train",
+            positive_in_denominator=False,
+            chunk_size=chunk,
+        )
+        users.grad = items.grad = None
+        value = loss(users, items[positives], None, batch)
+        value.backward()
+        results.append((value.detach(), users.grad.clone(), items.grad.clone()))
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def _duplicate_free_batch() -> tuple[torch.Tensor, torch.Tensor, Batch]:
+    users, items = _random(7, 4, 3), _random(8, 6, 3)
+    ids = torch.tensor([0, 2, 5, 1])
+    return users, items[ids], Batch(users=torch.arange(4), positives=ids, in_batch=True)
+
+
+def test_excluding_duplicates_without_duplicates_changes_nothing() -> None:
+    users, positives, batch = _duplicate_free_batch()
+    plain = SampledSoftmaxLoss(temperature=0.2)(users, positives, None, batch)
+    masked = SampledSoftmaxLoss(temperature=0.2, exclude="duplicates")(users, positives, None, batch)
+    torch.testing.assert_close(masked, plain)
+
+
+def test_excluding_duplicates_equals_the_masked_value() -> None:
+    users, items = _random(9, 4, 3), _random(10, 6, 3)
+    ids = torch.tensor([2, 4, 2, 2])  # rows 0, 2, 3 share item 2
+    batch = Batch(users=torch.arange(4), positives=ids, in_batch=True)
+    value = SampledSoftmaxLoss(temperature=0.5, similarity="dot", exclude="duplicates")(
+        users, items[ids], None, batch
+    )
+    scores = (users @ items[ids].T / 0.5).numpy()
+    expected = 0.0
+    for b in range(4):
+        keep = [j for j in range(4) if j == b or ids[j] != ids[b]]
+        expected += np.log(np.exp(scores[b, keep]).sum()) - scores[b, b]
+    assert value.item() == pytest.approx(expected, rel=1e-9)
+
+
+def _uniform_training() -> TrainingSet:
+    dense = np.zeros((6, 12), dtype=np.float32)
+    for user in range(6):
+        dense[user, [user, (user + 3) % 12, (2 * user + 1) % 12]] = 1
+    return TrainingSet(sp.csr_matrix(dense))
+
+
+@pytest.mark.parametrize("kind", ["uniform", "shared"])
+def test_standard_logq_of_a_uniform_sampler_is_no_correction(kind: str) -> None:
+    training = _uniform_training()
+    sampler = UniformSampler(training, 5) if kind == "uniform" else SharedSampler(training, 5, beta=0.0)
+    users = torch.arange(6)
+    positives = torch.from_numpy(training.matrix.indices[training.matrix.indptr[:-1]].astype(np.int64))
+    negatives = sampler.sample(users, positives, np.random.default_rng(0))
+    batch = Batch.build(users, positives, negatives, training=training)
+    item_table = _random(11, 12, 4)
+    user_table = _random(12, 6, 4)
+    negative_repr = item_table[negatives.ids]
+    for denominator in (True, False):
+        options = {"temperature": 0.25, "num_negatives": 5, "positive_in_denominator": denominator}
+        plain = SampledSoftmaxLoss(**options)(user_table, item_table[positives], negative_repr, batch)
+        corrected = SampledSoftmaxLoss(logq="standard", **options)(
+            user_table, item_table[positives], negative_repr, batch
+        )
+        torch.testing.assert_close(corrected, plain)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.1])
+def test_gradient_of_each_negative_score_is_its_softmax_weight_over_tau(tau: float) -> None:
+    scores = _random(13, 4, 6).requires_grad_(True)
+    for in_batch, target in ((False, torch.zeros(4, dtype=torch.long)), (True, torch.arange(4))):
+        scores.grad = None
+        candidates = Candidates(scores=scores, target=target, in_batch=in_batch)
+        SampledSoftmaxLoss(temperature=tau).row_losses(candidates, None).sum().backward()
+        weights = torch.softmax(scores.detach() / tau, dim=1)
+        expected = weights / tau
+        expected[torch.arange(4), target] -= 1 / tau  # the positive's: (p − 1)/τ
+        torch.testing.assert_close(scores.grad, expected)
+
+
+def test_gradient_with_masked_columns_is_the_masked_softmax_weight() -> None:
+    tau = 0.5
+    scores = _random(14, 3, 5).requires_grad_(True)
+    excluded = torch.zeros(3, 5, dtype=torch.bool)
+    excluded[0, 2] = excluded[1, 4] = excluded[2, 1] = True
+    candidates = Candidates(
+        scores=scores, target=torch.zeros(3, dtype=torch.long), in_batch=False, excluded=excluded
+    )
+    SampledSoftmaxLoss(temperature=tau).row_losses(candidates, None).sum().backward()
+    logits = (scores.detach() / tau).masked_fill(excluded, float("-inf"))
+    expected = torch.softmax(logits, dim=1) / tau
+    expected[:, 0] -= 1 / tau
+    torch.testing.assert_close(scores.grad, expected)
+    assert (scores.grad[excluded] == 0).all()

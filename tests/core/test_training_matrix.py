@@ -1,0 +1,149 @@
+"""Every model trains with every loss, every negative source with every option, through the one loop."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from ssmrec.cli import main
+from ssmrec.config import TrainConfig
+from ssmrec.defaults import LOSSES, MODEL_DEFAULTS, MODELS
+from ssmrec.losses import EpochContext
+from ssmrec.sampling import TrainingPairs, UniformNegativeSampler
+from ssmrec.train import (
+    build_model_for,
+    build_objective,
+    build_optimizer,
+    build_sampler_for,
+    seed_everything,
+    train_one_epoch,
+)
+
+
+def _tiny_train(n_users: int = 30, n_items: int = 25, seed: int = 0) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    dense = np.zeros((n_users, n_items), dtype=np.float32)
+    for user in range(n_users):
+        dense[user, rng.choice(n_items, size=int(rng.integers(2, 8)), replace=False)] = 1
+    return sp.csr_matrix(dense)
+
+
+TRAIN = _tiny_train()
+
+
+def _one_epoch(config: TrainConfig) -> tuple[float, torch.nn.Module, torch.nn.Module]:
+    data = SimpleNamespace(train=TRAIN)
+    rng = seed_everything(config.seed)
+    model = build_model_for(config, data)  # type: ignore[arg-type]
+    objective = build_objective(config)
+    optimizer = build_optimizer(model, objective, config)
+    sampler = build_sampler_for(config, data)  # type: ignore[arg-type]
+    before = [p.detach().clone() for p in model.parameters()]
+    objective.begin_epoch(EpochContext(1, model, TRAIN))
+    loss = train_one_epoch(model, objective, optimizer, TrainingPairs(TRAIN), sampler, rng, config, "test")
+    assert math.isfinite(loss), config
+    changed = [not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)]
+    assert changed[0] and changed[1], "the user and item tables must be updated"
+    for parameter in model.parameters():
+        assert torch.isfinite(parameter).all()
+    return loss, model, objective
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains_with_every_loss(model: str, loss: str) -> None:
+    settings = {"layers": 1, **MODEL_DEFAULTS[model]}
+    if model == "ngcf":
+        settings["layers"] = 2
+    _one_epoch(TrainConfig(model=model, loss=loss, dim=8, batch_size=64, lr=0.01, progress=False, **settings))
+
+
+@pytest.mark.parametrize("logq", ["none", "standard", "corrected"])
+@pytest.mark.parametrize("exclude", ["none", "duplicates", "train"])
+@pytest.mark.parametrize("negatives", ["in-batch", "uniform", "popularity", "shared", "mixed"])
+def test_every_negative_source_with_every_option(negatives: str, exclude: str, logq: str) -> None:
+    count = 0 if negatives == "in-batch" else 6
+    config = TrainConfig(
+        model="mf",
+        loss="ssm",
+        negatives=negatives,
+        num_negatives=count,
+        exclude=exclude,
+        logq=logq,
+        positive_in_denominator=logq != "corrected",
+        dim=8,
+        batch_size=64,
+        progress=False,
+    )
+    _one_epoch(config)
+
+
+def test_a_learnable_temperature_reaches_the_optimizer_and_moves() -> None:
+    config = TrainConfig(
+        model="mf", loss="ssm", learn_temperature=True, temperature=0.5, dim=8, batch_size=32, lr=0.05
+    )
+    _, _, objective = _one_epoch(config)
+    assert objective.temperature.item() != pytest.approx(0.5, abs=1e-6)
+    model = build_model_for(config, SimpleNamespace(train=TRAIN))  # type: ignore[arg-type]
+    optimizer = build_optimizer(model, objective, config)
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert id(objective.log_temperature) in optimized
+
+
+@pytest.mark.parametrize("loss", ["ssm", "bpr"])
+def test_the_earlier_sampler_convention_still_trains(loss: str) -> None:
+    """``train_one_epoch`` also takes ``None`` (in-batch) or a bare ``UniformNegativeSampler``."""
+    config = TrainConfig(model="mf", loss=loss, dim=8, batch_size=64, progress=False)
+    rng = seed_everything(0)
+    model = build_model_for(config, SimpleNamespace(train=TRAIN))  # type: ignore[arg-type]
+    objective = build_objective(config)
+    sampler = UniformNegativeSampler(TRAIN) if objective.num_negatives else None
+    optimizer = build_optimizer(model, objective, config)
+    loss_value = train_one_epoch(
+        model, objective, optimizer, TrainingPairs(TRAIN), sampler, rng, config, "old"
+    )
+    assert math.isfinite(loss_value)
+
+
+def _write_tiny(folder: Path) -> None:
+    """LightGCN-format files of a tiny planted dataset: users like one of 4 item clusters."""
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    train, test = [], []
+    for user in range(60):
+        chosen = (user % 4) * 10 + rng.choice(10, 7, replace=False)
+        train.append(" ".join(map(str, [user, *sorted(chosen[:5].tolist())])))
+        test.append(" ".join(map(str, [user, *sorted(chosen[5:].tolist())])))
+    (folder / "train.txt").write_text("\n".join(train) + "\n")
+    (folder / "test.txt").write_text("\n".join(test) + "\n")
+
+
+def test_cli_flags_reach_the_run(tmp_path: Path) -> None:
+    _write_tiny(tmp_path / "data")
+    argv = ["train", "--data", str(tmp_path / "data"), "--output", str(tmp_path / "run"), "--epochs", "2",
+            "--model", "lightgcn", "--alpha", "0.4,0.6", "--loss", "ssm", "--negatives", "mixed",
+            "--num-negatives", "8", "--beta", "0.5", "--exclude", "train", "--logq", "corrected",
+            "--positive-in-denominator", "false", "--learn-temperature", "true", "--batch-size", "64",
+            "--dim", "8", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["alpha"] == [0.4, 0.6] and config["negatives"] == "mixed" and config["beta"] == 0.5
+    assert config["positive_in_denominator"] is False and config["learn_temperature"] is True
+    assert "SampledSoftmaxLoss" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_adaptive_temperature_trains_end_to_end(tmp_path: Path) -> None:
+    _write_tiny(tmp_path / "data")
+    argv = ["train", "--data", str(tmp_path / "data"), "--output", str(tmp_path / "run"), "--epochs", "3",
+            "--model", "mf", "--loss", "adap-tau", "--adaptive-warmup", "1", "--batch-size", "64",
+            "--dim", "8", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert log.count("adap-tau epoch") == 3
