@@ -26,8 +26,15 @@ from ssmrec.config import resolve_config
 from ssmrec.data import DataSpec, load_dataset
 from ssmrec.models.graph import SparseOperator, normalized_adjacency
 from ssmrec.rundir import atomic_write_bytes, environment
-from ssmrec.sampling import TrainingPairs, UniformNegativeSampler
-from ssmrec.train import build_model_for, build_objective, seed_everything, train_one_epoch
+from ssmrec.sampling import TrainingPairs
+from ssmrec.train import (
+    build_model_for,
+    build_objective,
+    build_optimizer,
+    build_sampler_for,
+    seed_everything,
+    train_one_epoch,
+)
 
 WORKLOADS = {
     "lightgcn3-bpr": {"preset": "bpr-gowalla"},
@@ -56,9 +63,9 @@ def time_epoch(name: str, overrides: dict, data, epochs: int) -> dict:
     rng = seed_everything(config.seed)
     model = build_model_for(config, data)
     objective = build_objective(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+    optimizer = build_optimizer(model, objective, config)
     pairs = TrainingPairs(data.train)
-    sampler = UniformNegativeSampler(data.train) if objective.num_negatives > 0 else None
+    sampler = build_sampler_for(config, data)
     seconds = []
     for epoch in range(epochs):
         tick = time.perf_counter()

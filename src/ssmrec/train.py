@@ -42,12 +42,9 @@ from ssmrec.rundir import (
     environment,
 )
 from ssmrec.sampling import (
-    InBatchSampler,
     NegativeSampler,
     TrainingPairs,
     TrainingSet,
-    UniformNegativeSampler,
-    UniformSampler,
     build_sampler,
 )
 
@@ -223,23 +220,12 @@ def batch_loss(model: Recommender, objective: Objective, batch: Batch, reg: floa
     return loss
 
 
-def _as_sampler(
-    sampler: NegativeSampler | UniformNegativeSampler | None, objective: Objective
-) -> NegativeSampler:
-    """Accept the earlier calling convention: ``None`` (in-batch) or a bare uniform id sampler."""
-    if isinstance(sampler, NegativeSampler):
-        return sampler
-    if sampler is None:
-        return InBatchSampler(None)
-    return UniformSampler(sampler.training, objective.num_negatives)
-
-
 def train_one_epoch(
     model: Recommender,
     objective: Objective,
     optimizer: torch.optim.Optimizer,
     pairs: TrainingPairs,
-    sampler: NegativeSampler | UniformNegativeSampler | None,
+    sampler: NegativeSampler,
     rng: np.random.Generator,
     config: TrainConfig,
     description: str,
@@ -250,7 +236,6 @@ def train_one_epoch(
     them, with the batch's ids, through one :class:`ssmrec.batch.Batch`.
     """
     model.train()
-    sampler = _as_sampler(sampler, objective)
     total, batches = 0.0, 0
     iterator = pairs.batches(config.batch_size, rng)
     bar = tqdm(

@@ -16,7 +16,7 @@ from ssmrec.cli import main
 from ssmrec.config import TrainConfig
 from ssmrec.defaults import LOSSES, MODEL_DEFAULTS, MODELS
 from ssmrec.losses import EpochContext
-from ssmrec.sampling import TrainingPairs, UniformNegativeSampler
+from ssmrec.sampling import TrainingPairs
 from ssmrec.train import (
     build_model_for,
     build_objective,
@@ -95,21 +95,6 @@ def test_a_learnable_temperature_reaches_the_optimizer_and_moves() -> None:
     optimizer = build_optimizer(model, objective, config)
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert id(objective.log_temperature) in optimized
-
-
-@pytest.mark.parametrize("loss", ["ssm", "bpr"])
-def test_the_earlier_sampler_convention_still_trains(loss: str) -> None:
-    """``train_one_epoch`` also takes ``None`` (in-batch) or a bare ``UniformNegativeSampler``."""
-    config = TrainConfig(model="mf", loss=loss, dim=8, batch_size=64, progress=False)
-    rng = seed_everything(0)
-    model = build_model_for(config, SimpleNamespace(train=TRAIN))  # type: ignore[arg-type]
-    objective = build_objective(config)
-    sampler = UniformNegativeSampler(TRAIN) if objective.num_negatives else None
-    optimizer = build_optimizer(model, objective, config)
-    loss_value = train_one_epoch(
-        model, objective, optimizer, TrainingPairs(TRAIN), sampler, rng, config, "old"
-    )
-    assert math.isfinite(loss_value)
 
 
 def _write_tiny(folder: Path) -> None:
