@@ -1,6 +1,6 @@
 """Claim 4 — the softmax loss bounds the ranking metric: minimising it pushes DCG up.
 
-The paper (Wu et al., TOIS 2024, Section 4, "maximizing the ranking metric", following Bruch et al.,
+The paper (Wu et al., TOIS 2024, its "maximizing the ranking metric" property, following Bruch et al.,
 ICTIR 2019) argues that the softmax loss over all items is an upper bound of ``−log DCG``, so lowering
 the loss raises DCG. The inequality checked here, for a user u with held-out items ``T_u`` and scores
 ``s_j`` (the similarity the loss uses: cosine for cosine SSM, the dot product for dot SSM and BPR),

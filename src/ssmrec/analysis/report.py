@@ -622,9 +622,9 @@ def markdown_report(analysis: Analysis, command: str | None = None) -> str:
         _section_tables(all_tables, "hardness"),
         _figure("hardness", "cumulative share of negative gradient weight against the fraction of negatives"),
         "## 4. Ranking metric: the softmax loss bounds −log DCG",
-        "The paper (Section 4, following Bruch et al., ICTIR 2019) argues that the softmax loss bounds "
-        "`−log DCG`, so minimising it maximises the ranking metric. Checked here per sampled user u with "
-        "held-out items `T_u`: the softmax loss over **all** items, "
+        "The paper (its ranking-metric property, following Bruch et al., ICTIR 2019) argues that the "
+        "softmax loss bounds `−log DCG`, so minimising it maximises the ranking metric. "
+        "Checked here per sampled user u with held-out items `T_u`: the softmax loss over **all** items, "
         "`L_u = (1/|T_u|) Σ_{i ∈ T_u} log Σ_{j ∈ I} exp((s_j − s_i)/τ)` "
         "(SSM runs: their similarity and τ; BPR: dot, τ = 1), and the full, "
         "untruncated `DCG_u = Σ_{i ∈ T_u} 1/log2(1 + π(i))`, with `π(i)` the rank of i by the same scores "
