@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from ssmrec.evaluate.ranking import Precision, Score, as_csr, chunk_pairs, iter_top_k
+from ssmrec.evaluate.ranking import Precision, Score, as_csr, chunk_pairs, iter_top_k, torch_threads
 
 METRICS: tuple[str, ...] = ("recall", "ndcg", "precision", "hit", "mrr", "map")
 """Metric families reported for every cutoff K, in report order (keys are ``f"{name}@{K}"``)."""
@@ -114,15 +114,15 @@ def evaluate_ranking(
     :mod:`ssmrec.evaluate.ranking`); ``precision`` only picks the GEMM that proposes candidates
     (``"auto"``: bf16 for >= 4096 items on CPUs where bf16 GEMMs beat fp32, i.e. with AMX; else fp32).
 
-    Memory: users are ranked in chunks of ``chunk_size`` (default ``min(256, 256 MiB / (4 n_items))``:
-    256 users for Gowalla's 40,981 items; larger chunks were not faster in benchmarks/bench_evaluate.py,
-    as the scores are scanned right after the GEMM while mostly still cached). The transient peak is one
-    coarse score matrix, ``chunk_size x n_items x 4`` bytes (42 MB for Gowalla; plus 2 bytes per entry
-    with bf16 candidates), plus candidate buffers of ``O(chunk_size x (K + 32) x 32)`` entries. Only
-    when many rows of a chunk have more items tied at their K-th score than there are candidate slots,
-    up to ``chunk_size x n_items x 12`` bytes more (a copy of those rows, a mask, wider candidate
-    buffers). Add the fp32 (and bf16) embeddings of the evaluated users and of the items, and the
-    row-selected ``truth`` / ``exclude`` matrices.
+    Memory: users are ranked in chunks of ``chunk_size`` (default ``min(128, 256 MiB / (4 n_items))``:
+    128 users for Gowalla's 40,981 items; 64 to 256 were within 15% of each other in
+    benchmarks/bench_evaluate.py, 128 fastest, as the scores are scanned right after the GEMM while
+    mostly still cached). The transient peak is one coarse score matrix, ``chunk_size x n_items x 4``
+    bytes (21 MB for Gowalla; plus 2 bytes per entry with bf16 candidates), plus candidate buffers of
+    ``O(chunk_size x (K + 32) x 16)`` entries. Only when many rows of a chunk have more items tied at
+    their K-th score than there are candidate slots, up to ``chunk_size x n_items x 12`` bytes more (a
+    copy of those rows, a mask, wider candidate buffers). Add the fp32 (and bf16) embeddings of the
+    evaluated users and of the items, and the row-selected ``truth`` / ``exclude`` matrices.
     """
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
@@ -152,8 +152,10 @@ def evaluate_ranking(
     for start, stop, top in iter_top_k(
         selected, item_emb, ks[-1], excl_users, score, chunk_size, precision, progress, desc="evaluate"
     ):
-        hits = _hits(top, truth_users, start, stop, n_items)
-        for name, value in metric_sums(hits, torch.from_numpy(n_relevant[users[start:stop]]), ks).items():
+        with torch_threads(1):  # small tensors: see torch_threads
+            hits = _hits(top, truth_users, start, stop, n_items)
+            chunk_sums = metric_sums(hits, torch.from_numpy(n_relevant[users[start:stop]]), ks)
+        for name, value in chunk_sums.items():
             sums[name] += value
     return {**{name: sums[name] / len(users) for name in names}, "users": len(users)}
 

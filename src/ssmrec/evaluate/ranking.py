@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,7 +55,7 @@ Precision = Literal["auto", "bf16", "fp32"]
 SCORE_BUDGET_BYTES = 256 * 2**20
 """Memory cap for one chunk's coarse score matrix (``chunk_size * n_items * 4`` bytes, fp32)."""
 
-DEFAULT_MAX_CHUNK = 256
+DEFAULT_MAX_CHUNK = 128
 """Default chunks stay small: less memory, and the scores are scanned while mostly still cached."""
 
 AUTO_BF16_MIN_ITEMS = 4096
@@ -67,10 +68,32 @@ _TINY = 2.0**-126  # smallest normal fp32 / bf16: flushing a subnormal loses les
 _SLACK = 2.0**-30  # relative margin for the float64 arithmetic of the bounds themselves
 _RESCORE_ELEMENTS = 1 << 22  # gathered (pair x dim) fp32 elements per rescoring batch: 16 MiB
 _MAX_SCORE_SCALE = 1e36  # |u| |i| above this could overflow fp32 / bf16 scores
-_PAD = 32  # the catalogue is padded to a multiple of this, so groups of 1..32 items tile it
-_GROUPS_PER_TAKEN = 4  # groups hold up to _PAD items, fewer if needed to keep this many groups per taken one
+_BLOCK = 16  # items per group, and groups per super-group (fewer when there are too few groups)
+_PAD = _BLOCK * _BLOCK  # the catalogue is padded to a multiple of this, so both levels tile it
+_GROUPS_PER_TAKEN = 4  # groups (super-groups) are made smaller until there are this many per taken one
 _BLOCK_MIN_ITEMS = 2048  # smaller catalogues: one item per group (a plain top-m)
 _MARGIN = {"fp32": 8, "bf16": 32}  # groups taken beyond K; bf16 near-ties are wider
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, restoring the previous count afterwards.
+
+    The ranking runs its many small per-chunk operations on one thread: an OpenMP parallel region
+    costs microseconds on an idle machine but a scheduler time slice (~10 ms, measured: a 230k-element
+    elementwise op took 16 ms on 2 threads vs 0.16 ms on 1) when another process occupies a core.
+    Only the GEMM uses torch's thread count (the group-maximum pass, memory-bound, lost 6x on two
+    threads under load and gains little without).
+    The setting is process-wide: do not run torch work in other Python threads meanwhile.
+    """
+    previous = torch.get_num_threads()
+    if n != previous:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != previous:
+            torch.set_num_threads(previous)
 
 
 def _gamma(n: int, unit: float) -> float:
@@ -175,12 +198,15 @@ def _to_bf16_flushed(x: Tensor) -> Tensor:
 
 
 def _bf16_gemm_is_fast() -> bool:
-    """Whether bf16 GEMMs beat fp32 here: only with AMX tiles (measured on AVX512-BF16 without AMX:
-    oneDNN's bf16 matmul ran at about half the fp32 rate, see benchmarks/results)."""
+    """Whether bf16 GEMMs should beat fp32 here: only with AMX tiles.
+
+    Measured on AVX512-BF16 without AMX (benchmarks/results): oneDNN's bf16 matmul took 1.7x the time
+    of MKL's fp32 one for Gowalla-sized chunks, and the bf16 path of ``evaluate_ranking`` 1.5x the fp32
+    path. With AMX the bf16 GEMM has several times the fp32 throughput (not measured here).
+    """
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and bool(
-            torch._C._cpu._is_amx_tile_supported()
-        )
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return native and bool(torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):
         return False
 
@@ -233,7 +259,7 @@ class _Ranker:
             n_items = i.shape[0]
             # Pad the catalogue with zero items to a multiple of _PAD: their coarse scores are set to
             # -inf, and every item-side tensor is indexed by padded item ids.
-            self.max_block = _PAD if n_items >= _BLOCK_MIN_ITEMS else 1
+            self.max_block = _BLOCK if n_items >= _BLOCK_MIN_ITEMS else 1
             n_padded = -(-n_items // _PAD) * _PAD if self.max_block > 1 else n_items
             self.items = F.pad(i, (0, 0, 0, n_padded - n_items)).contiguous()
         self.device = self.items.device
@@ -241,6 +267,7 @@ class _Ranker:
         self.dim = self.items.shape[1]
         self.kind = resolve_precision(precision, self.device, self.n_items)
         self._buffers: dict[str, Tensor] = {}
+        self.threads = torch.get_num_threads()  # for the GEMM
 
         d = self.dim
         u_norm = self.users.double().norm(dim=1)
@@ -292,7 +319,8 @@ class _Ranker:
         ``excl_rows`` (chunk-local row) / ``excl_cols`` (item) are the pairs scored ``-inf``.
         """
         try:
-            return self._top_k(start, stop, excl_rows, excl_cols, k)
+            with torch_threads(1):
+                return self._top_k(start, stop, excl_rows, excl_cols, k)
         except _BoundViolation as err:
             if self.kind != "bf16":
                 raise RuntimeError(f"fp32 matmul outside its error model: {err}") from err
@@ -302,7 +330,8 @@ class _Ranker:
                 stacklevel=3,
             )
             self.kind = "fp32"
-            return self._top_k(start, stop, excl_rows, excl_cols, k)
+            with torch_threads(1):
+                return self._top_k(start, stop, excl_rows, excl_cols, k)
 
     def _top_k(self, start: int, stop: int, excl_rows: Tensor, excl_cols: Tensor, k: int) -> Tensor:
         n_rows = stop - start
@@ -338,20 +367,19 @@ class _Ranker:
             buffer = torch.empty((len(rows), items.shape[0]), dtype=items.dtype, device=self.device)
             self._buffers[stage] = buffer
         out = buffer[: len(rows)]
-        torch.matmul(users[rows], items.T, out=out)
+        with torch_threads(self.threads):
+            torch.matmul(users[rows], items.T, out=out)
         out[:, self.n_items :] = -math.inf
         return out
 
     def _screen(self, coarse: Tensor, rows: Tensor, k: int, model: _ErrorModel, taken: int) -> _Screened:
         """Steps 1-3 of the module docstring for every row of ``coarse`` (global row ids ``rows``)."""
         p, n = coarse.shape
-        block = self.max_block
-        while block > 1 and n // block < _GROUPS_PER_TAKEN * taken:
-            block //= 2
+        block = _group_size(n, self.max_block, taken)
         groups = n // block
         taken = min(taken, groups)
         group_max = coarse.view(p, block, groups).amax(dim=1) if block > 1 else coarse
-        best, group = torch.topk(group_max, taken, dim=1, sorted=True)
+        best, group = _top_groups(group_max, taken, _group_size(groups, self.max_block, taken))
         # Items of the taken groups: group g holds items g, g + G, g + 2G, ... (a strided tiling).
         items = group.unsqueeze(2) + torch.arange(0, n, groups, device=self.device)  # (p, taken, block)
         values = coarse.gather(1, items.view(p, -1)).view(p, taken, block)
@@ -399,7 +427,8 @@ class _Ranker:
     ) -> None:
         """Step 4: rescore candidate pairs (``row`` indexes ``pending``) and write each row's exact top K.
 
-        Every pair's coarse score is checked against its bound (raises :class:`_BoundViolation`).
+        ``row`` is non-decreasing (pairs come from ``nonzero`` in row-major order). Every pair's coarse
+        score is checked against its bound (raises :class:`_BoundViolation`).
         """
         if len(row) == 0:
             return
@@ -418,15 +447,16 @@ class _Ranker:
             raise _BoundViolation(
                 f"|coarse - canonical| = {float(error[where]):.3g} > bound {float(bound[where]):.3g}"
             )
-        # Order by (row, canonical score desc, item asc): three stable sorts, least significant key first.
-        order = item.argsort(stable=True)
-        order = order[canon[order].argsort(descending=True, stable=True)]
-        order = order[row[order].argsort(stable=True)]
-        row, item = row[order], item[order]
+        # Lay each row's candidates out in a padded matrix, then sort rows by (score desc, item asc).
         counts = torch.bincount(row, minlength=len(pending))
         position = torch.arange(len(row), device=self.device) - (torch.cumsum(counts, 0) - counts)[row]
-        first = position < k
-        out[pending[row[first]], position[first]] = item[first]
+        shape = (len(pending), int(counts.max()))
+        scores = torch.full(shape, -math.inf, dtype=torch.float32, device=self.device)
+        scores[row, position] = canon
+        items = torch.full(shape, self.items.shape[0], dtype=torch.long, device=self.device)
+        items[row, position] = item
+        has = counts > 0  # the others are decided elsewhere (or have no rankable item)
+        out[pending[has]] = _ordered_top(items[has], scores[has], k)
 
     def _rescore_all_above(
         self, out: Tensor, pending: Tensor, coarse: Tensor, lower: Tensor, start: int, model: _ErrorModel
@@ -450,6 +480,51 @@ class _Ranker:
             v = coarse[lo:hi][row, item].double()
             self._finish(out, pending[lo:hi], start, row, item, v, model)
             lo = hi
+
+
+def _group_size(n: int, largest: int, taken: int) -> int:
+    """Largest power of two ``<= largest`` dividing ``n`` leaving ``>= _GROUPS_PER_TAKEN * taken`` groups."""
+    size = largest
+    while size > 1 and (n % size or n // size < _GROUPS_PER_TAKEN * taken):
+        size //= 2
+    return size
+
+
+def _top_groups(group_max: Tensor, taken: int, size: int) -> tuple[Tensor, Tensor]:
+    """The ``taken`` largest group maxima of each row (ties in any order), sorted, with their group ids.
+
+    With ``size > 1`` a second level does the same to the groups that ``_Ranker._screen`` does to the
+    items: super-groups ``{s, s + S, s + 2S, ...}`` of ``size`` groups, the ``taken`` super-groups with
+    the largest maxima expanded, and the top ``taken`` taken among their groups. That is a valid top
+    ``taken`` by the same argument (every group left out is ``<=`` the smallest taken super-group
+    maximum, which is ``<=`` the ``taken``-th largest expanded value), and ``torch.topk`` then reads
+    ``S + taken * size`` values per row instead of all ``G`` group maxima.
+    """
+    rows, groups = group_max.shape
+    if size <= 1:
+        return torch.topk(group_max, taken, dim=1, sorted=True)
+    supers = groups // size
+    top_super = torch.topk(group_max.view(rows, size, supers).amax(dim=1), taken, dim=1, sorted=False).indices
+    expanded = (top_super.unsqueeze(2) + torch.arange(0, groups, supers, device=group_max.device)).view(
+        rows, -1
+    )
+    best, position = torch.topk(group_max.gather(1, expanded), taken, dim=1, sorted=True)
+    return best, expanded.gather(1, position)
+
+
+def _ordered_top(items: Tensor, scores: Tensor, k: int) -> Tensor:
+    """Top ``k`` of each row by (score desc, item index asc); ``-inf`` entries and missing places are ``-1``.
+
+    Two stable sorts, least significant key first: by item, then by score. Items are distinct within
+    a row (padding entries share one out-of-range id and score ``-inf``).
+    """
+    by_item = items.argsort(dim=1, stable=True)
+    items, scores = items.gather(1, by_item), scores.gather(1, by_item)
+    by_score = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+    top = items.gather(1, by_score).masked_fill(torch.isneginf(scores.gather(1, by_score)), -1)
+    if top.shape[1] < k:
+        top = F.pad(top, (0, k - top.shape[1]), value=-1)
+    return top
 
 
 def _round_down_f32(x: Tensor) -> Tensor:
