@@ -81,7 +81,7 @@ def time_epoch(name: str, overrides: dict, data, epochs: int) -> dict:
         "floor_seconds": floor,
         "ratio_to_floor": None if floor is None else epoch_seconds / floor,
         "batches": n_batches,
-        "propagation": "local" if getattr(model, "local", False) else "full",
+        "propagation": "—" if config.model != "lightgcn" else ("local" if model.local else "full"),
     }
 
 
