@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 from ssmrec.analysis.bound import bound_analysis, loss_metric_relation, softmax_dcg
 from ssmrec.analysis.curves import training_curve
 from ssmrec.analysis.hardness import hardness_analysis, negative_weight_shares, sample_training_pairs
-from ssmrec.analysis.magnitude import binned_means, degree_bin, magnitude_analysis, spearman
+from ssmrec.analysis.magnitude import binned_means, degree_bin, elasticity, magnitude_analysis, spearman
 
 
 def _csr(rows: list[list[int]], n_items: int) -> sp.csr_matrix:
@@ -60,6 +60,18 @@ def test_magnitude_analysis_on_representations_whose_norm_is_the_degree() -> Non
     assert result.item_spearman == pytest.approx(1.0)
     assert result.user_spearman == pytest.approx(-1.0)
     assert result.item_mean_norm == pytest.approx(15 / 4)
+    assert result.item_elasticity == pytest.approx(1.0)  # norm = degree exactly: slope 1 in log-log
+
+
+def test_elasticity_is_the_log_log_slope() -> None:
+    degree = np.array([1, 10, 100, 1000, 0])  # degree 0 is left out
+    assert elasticity(degree, 3.0 * degree.clip(min=1) ** 0.25) == pytest.approx(0.25)
+    assert elasticity(degree, np.full(5, 2.0)) == pytest.approx(0.0)
+    # a tiny monotone trend: Spearman ρ is 1, the elasticity shows how small it is
+    tiny = 1.0 + 1e-3 * np.log10(degree.clip(min=1))
+    assert spearman(tiny[:4], degree[:4]) == pytest.approx(1.0)
+    assert elasticity(degree, tiny) < 1e-3
+    assert np.isnan(elasticity(np.array([5, 5]), np.array([1.0, 2.0])))
 
 
 # ------------------------------------------------------------------------------------------ hard negatives

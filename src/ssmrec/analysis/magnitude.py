@@ -12,6 +12,12 @@ layer mean for LightGCN), against training degree (``item_popularity`` / ``user_
 - **Spearman correlation** ``ρ = corr(rank(norm), rank(degree))`` (Pearson correlation of average
   ranks, ties sharing their mean rank), over all items and over all users. ``ρ > 0``: popular nodes
   have longer vectors.
+- **Elasticity** ``β``: the least-squares slope of ``log ‖e‖`` on ``log degree`` over nodes with
+  degree ≥ 1, ``β = cov(log d, log ‖e‖) / var(log d)``: by how much the norm grows, in relative terms, per
+  relative growth of the degree (``‖e‖ ∝ d^β``). Spearman's ρ only says *whether* norms rise with degree,
+  and rises monotonically even when the effect is tiny; β says *how much*, which is what the
+  magnitude argument is about (a norm that grows 10 % over three decades of degree cannot carry
+  popularity, one that quadruples can).
 - **Binned means**: degrees in power-of-two bins ``[1, 2), [2, 4), [4, 8), …`` (degree 0 on its own),
   the mean norm per bin, and that mean relative to the mean over all nodes (so runs with different
   overall scales compare).
@@ -47,6 +53,19 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     rx, ry = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
     denominator = np.sqrt((rx * rx).sum() * (ry * ry).sum())
     return float((rx * ry).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def elasticity(degree: np.ndarray, values: np.ndarray) -> float:
+    """Least-squares slope of ``log values`` on ``log degree`` over degree ≥ 1 (NaN if degree is constant)."""
+    degree = np.asarray(degree, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    keep = (degree >= 1) & (values > 0)
+    if keep.sum() < 2:
+        return float("nan")
+    x, y = np.log(degree[keep]), np.log(values[keep])
+    x = x - x.mean()
+    variance = float((x * x).sum())
+    return float((x * (y - y.mean())).sum() / variance) if variance > 0 else float("nan")
 
 
 @dataclass(frozen=True)
@@ -93,6 +112,8 @@ class MagnitudeResult:
 
     item_spearman: float
     user_spearman: float
+    item_elasticity: float
+    user_elasticity: float
     item_bins: DegreeBins
     user_bins: DegreeBins
     item_mean_norm: float
@@ -106,11 +127,13 @@ class MagnitudeResult:
 def magnitude_analysis(
     users: Tensor, items: Tensor, user_degree: np.ndarray, item_degree: np.ndarray
 ) -> MagnitudeResult:
-    """Spearman ρ and binned means of norm against degree, for items and for users."""
+    """Spearman ρ, elasticity and binned means of norm against degree, for items and for users."""
     item_norm, user_norm = norms(items), norms(users)
     return MagnitudeResult(
         item_spearman=spearman(item_norm, item_degree),
         user_spearman=spearman(user_norm, user_degree),
+        item_elasticity=elasticity(item_degree, item_norm),
+        user_elasticity=elasticity(user_degree, user_norm),
         item_bins=binned_means(item_degree, item_norm),
         user_bins=binned_means(user_degree, user_norm),
         item_mean_norm=float(item_norm.mean()),

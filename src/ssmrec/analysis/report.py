@@ -351,12 +351,22 @@ def tables(analysis: Analysis) -> list[Table]:
         Table(
             "magnitude",
             "Norm of final representations against training degree",
-            ["run", "Spearman ρ items", "Spearman ρ users", "mean item norm", "mean user norm"],
+            [
+                "run",
+                "Spearman ρ items",
+                "Spearman ρ users",
+                "elasticity β items",
+                "elasticity β users",
+                "mean item norm",
+                "mean user norm",
+            ],
             [
                 [
                     r.label,
                     fmt(r.magnitude.item_spearman, 3),
                     fmt(r.magnitude.user_spearman, 3),
+                    fmt(r.magnitude.item_elasticity, 3),
+                    fmt(r.magnitude.user_elasticity, 3),
                     fmt(r.magnitude.item_mean_norm),
                     fmt(r.magnitude.user_mean_norm),
                 ]
@@ -688,6 +698,8 @@ def summary(analysis: Analysis) -> dict[str, Any]:
                 "magnitude": {
                     "item_spearman": number(r.magnitude.item_spearman),
                     "user_spearman": number(r.magnitude.user_spearman),
+                    "item_elasticity": number(r.magnitude.item_elasticity),
+                    "user_elasticity": number(r.magnitude.user_elasticity),
                 },
                 "hardness": None
                 if r.hardness is None
