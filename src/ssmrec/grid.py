@@ -214,7 +214,7 @@ def run_grid(spec: GridSpec, note: Any = None) -> list[CellResult]:
     for index, (model, loss, config) in enumerate(cells, start=1):
         directory = spec.output / cell_name(model, loss)
         label = f"[{index}/{len(cells)}] {cell_name(model, loss)}"
-        if (directory / FINAL).is_file():
+        if (directory / FINAL).is_file() and not _was_interrupted(directory):
             _check_finished(directory, config)
             say(f"{label}: finished before, skipped")
             final = json.loads((directory / FINAL).read_text())
@@ -227,6 +227,8 @@ def run_grid(spec: GridSpec, note: Any = None) -> list[CellResult]:
         say(f"{label}: training")
         try:
             result = training.train(config)
+            if result.final.get("interrupted"):  # Ctrl-C: train() kept the run; the grid stops here
+                raise KeyboardInterrupt
             results.append(CellResult(model, loss, "done", directory, result.final))
         except KeyboardInterrupt:
             write_tables(spec, results, cells)
@@ -239,6 +241,11 @@ def run_grid(spec: GridSpec, note: Any = None) -> list[CellResult]:
             )
         write_tables(spec, results, cells)
     return results
+
+
+def _was_interrupted(directory: Path) -> bool:
+    """A cell stopped by Ctrl-C has final metrics but did not finish its schedule: it is re-run."""
+    return bool(json.loads((directory / FINAL).read_text()).get("interrupted"))
 
 
 def _metric(final: dict[str, Any] | None, split: str, name: str) -> float | None:

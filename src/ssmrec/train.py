@@ -259,36 +259,41 @@ def train_one_epoch(
 
 
 def train(config: TrainConfig, data: Interactions | None = None) -> TrainResult:
-    """Train ``config``'s model on its data and write a complete run directory."""
+    """Train ``config``'s model on its data and write a complete run directory.
+
+    Everything that can be rejected (the config, the data, an empty selection split, an occupied output
+    folder) is checked before the run directory is created, so a refused run leaves nothing behind.
+    """
     if config.threads:
         torch.set_num_threads(config.threads)
+    started = time.perf_counter()
+    if data is None:
+        data = load_dataset(config.data_spec())
+    load_seconds = time.perf_counter() - started
+    if config.selection_split == "valid" and (data.valid is None or data.valid.nnz == 0):
+        raise ConfigError(
+            "the standard protocol selects on a validation split, but the data has none"
+            + ("" if data.valid is None else " (the carved split is empty: users have too few items)")
+            + "; set a larger --valid-ratio or use --protocol paper"
+        )
     run = RunDir.create(config.output or Path("runs") / (config.name or default_run_name(config)))
     handler = _attach_log(run.path / LOG)
     try:
-        return _train(config, data, run)
+        if config.protocol == "paper":
+            logger.warning("%s", PAPER_PROTOCOL_NOTE)
+        logger.info("data %s: %s (loaded in %.2f s)", data.name, data.counts(), load_seconds)
+        return _train(config, data, run, started)
     finally:
         logger.removeHandler(handler)
         handler.close()
 
 
-def _train(config: TrainConfig, data: Interactions | None, run: RunDir) -> TrainResult:
+def _train(config: TrainConfig, data: Interactions, run: RunDir, started: float) -> TrainResult:
     rng = seed_everything(config.seed)
-    if config.protocol == "paper":
-        logger.warning("%s", PAPER_PROTOCOL_NOTE)
-    started = time.perf_counter()
-    if data is None:
-        data = load_dataset(config.data_spec())
-    logger.info("data %s: %s (loaded in %.2f s)", data.name, data.counts(), time.perf_counter() - started)
     run.write_json(CONFIG, config.to_dict())
     run.write_json(DATA, data_fingerprint(data))
     run.write_json(ENVIRONMENT, environment())
-
     selection = config.selection_split
-    if selection == "valid" and data.valid is None:
-        raise ConfigError(
-            "the standard protocol selects on a validation split, but the data has none; "
-            "set data.valid_ratio > 0 or use --protocol paper"
-        )
     torch.manual_seed(config.seed)
     model = build_model_for(config, data)
     objective = build_objective(config)

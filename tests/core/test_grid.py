@@ -120,7 +120,7 @@ def test_grid_keeps_going_after_a_failing_cell(
 ) -> None:
     _write_tiny(tmp_path / "data")
     config = tmp_path / "grid.toml"
-    config.write_text("dim = 8\n")
+    config.write_text("dim = 8\n[data]\nvalid_ratio = 0.25\n")
 
     def failing(config, data=None):
         if config.loss == "bpr":
@@ -143,3 +143,35 @@ def test_grid_cli_errors(tmp_path: Path, capsys) -> None:
     assert "no data" in capsys.readouterr().err
     assert main(["grid", "--dataset", "gowalla", "--losses", "ssm,hinge"]) == 2
     assert "unknown losses hinge" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_the_grid_and_the_interrupted_cell_is_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssmrec.train as training
+
+    _write_tiny(tmp_path / "data")
+    config = tmp_path / "grid.toml"
+    config.write_text("dim = 8\n[data]\nvalid_ratio = 0.25\n")
+    real_epoch = training.train_one_epoch
+
+    def interrupt_second_epoch(*args, **kwargs):
+        if "2/" in args[-1]:  # the description "epoch 2/2"
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", interrupt_second_epoch)
+    argv = ["grid", "--data", str(tmp_path / "data"), "--models", "mf", "--losses", "ssm,bpr",
+            "--epochs", "2", "--output", str(tmp_path / "g"), "--config", str(config),
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 130
+    final = json.loads((tmp_path / "g" / "mf-ssm" / "final_metrics.json").read_text())
+    assert final["interrupted"] is True  # train() kept the run ...
+    assert not (tmp_path / "g" / "mf-bpr").exists()  # ... and the grid stopped instead of going on
+
+    monkeypatch.setattr(training, "train_one_epoch", real_epoch)
+    assert main(argv) == 0
+    rows = {r["loss"]: r["status"] for r in csv.DictReader((tmp_path / "g" / "grid.csv").open())}
+    assert rows == {"ssm": "done", "bpr": "done"}  # the interrupted cell was trained again, not reused
+    final = json.loads((tmp_path / "g" / "mf-ssm" / "final_metrics.json").read_text())
+    assert final["interrupted"] is False and final["epochs_run"] == 2

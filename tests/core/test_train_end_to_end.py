@@ -126,6 +126,11 @@ def test_cli_errors_are_one_line(planted: Path, tmp_path: Path, capsys) -> None:
     assert (tmp_path / "busy" / "keep.txt").read_text() == "earlier results"
     assert main(["train", "--data", str(planted), "--temperature", "-1"]) == 2
     assert "temperature must be > 0" in capsys.readouterr().err
+    assert (
+        main(["train", "--data", str(planted), "--valid-ratio", "0.01", "--output", str(tmp_path / "v")]) == 2
+    )
+    assert "carved split is empty" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()  # a refused run leaves nothing behind
     assert main(["train", "--epochs", "1"]) == 2
     assert "no data" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path)]) == 2
