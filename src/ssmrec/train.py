@@ -301,9 +301,8 @@ def _train(config: TrainConfig, data: Interactions, run: RunDir, started: float)
     pairs = TrainingPairs(data.train)
     sampler = build_sampler_for(config, data)
     logger.info(
-        "model %s (%d layers), loss %s, %d training pairs, %d batches of %d per epoch",
-        config.model,
-        config.layers,
+        "model %s, loss %s, %d training pairs, %d batches of %d per epoch",
+        config.model if config.model == "mf" else f"{config.model} ({config.layers} layers)",
         config.loss,
         len(pairs),
         pairs.n_batches(config.batch_size),
