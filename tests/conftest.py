@@ -1,10 +1,11 @@
-"""Shared fixtures: the real datasets beside the checkout, and one torch thread per test worker."""
+"""Shared fixtures and helpers: the real datasets beside the checkout, tiny LightGCN folders, one torch thread."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,3 +30,23 @@ def shared_dataset(name: str) -> Path:
             f"real dataset {name!r} not available: {path} does not exist (../shared is not beside the repo)"
         )
     return path
+
+
+def write_lightgcn_folder(folder: Path, train: list[list[int]], test: list[list[int]]) -> Path:
+    """A LightGCN split folder: line u of each file is ``u item item ...`` for the u-th list."""
+    folder.mkdir(parents=True)
+    for name, rows in (("train.txt", train), ("test.txt", test)):
+        lines = [" ".join(map(str, [user, *items])) for user, items in enumerate(rows)]
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def write_clustered(folder: Path, n_users: int, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Tiny planted data: user u likes cluster ``u % 4`` of 10 items; train and test items come from it."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for user in range(n_users):
+        chosen = (user % 4) * 10 + rng.choice(10, n_train + n_test, replace=False)
+        train.append(sorted(chosen[:n_train].tolist()))
+        test.append(sorted(chosen[n_train:].tolist()))
+    return write_lightgcn_folder(folder, train, test)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_lightgcn_folder
 
 from ssmrec.analysis.report import FIGURES
 from ssmrec.cli import main
@@ -37,20 +38,18 @@ TABLE_TITLES = (
 def write_skewed(folder: Path, seed: int = 0, n_users: int = 150, n_items: int = 120) -> None:
     """LightGCN-format data with a popularity long tail and 5 taste clusters (12 train + 3 test per user)."""
     rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
     weight = 1.0 / np.arange(1, n_items + 1) ** 0.9
     cluster_of_item = rng.permutation(n_items) % 5
-    train_lines, test_lines = [], []
+    train, test = [], []
     for user in range(n_users):
         own = np.flatnonzero(cluster_of_item == user % 5)
         p_own = weight[own] / weight[own].sum()
         picked = set(rng.choice(own, 11, replace=False, p=p_own).tolist())
         picked |= set(rng.choice(n_items, 4, replace=False, p=weight / weight.sum()).tolist())
         items = rng.permutation(sorted(picked))
-        train_lines.append(" ".join(map(str, [user, *sorted(items[3:].tolist())])))
-        test_lines.append(" ".join(map(str, [user, *sorted(items[:3].tolist())])))
-    (folder / "train.txt").write_text("\n".join(train_lines) + "\n")
-    (folder / "test.txt").write_text("\n".join(test_lines) + "\n")
+        train.append(sorted(items[3:].tolist()))
+        test.append(sorted(items[:3].tolist()))
+    write_lightgcn_folder(folder, train, test)
 
 
 def train_tiny(data: Path, output: Path, model: str, loss: str, epochs: int = 4) -> dict:

@@ -6,25 +6,13 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import write_clustered
 
 import ssmrec.train
 from ssmrec.cli import main
 from ssmrec.errors import ConfigError
 from ssmrec.grid import GridSpec, cell_config, validate_grid_file
-
-
-def _write_tiny(folder: Path) -> None:
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    train, test = [], []
-    for user in range(50):
-        chosen = (user % 4) * 10 + rng.choice(10, 6, replace=False)
-        train.append(" ".join(map(str, [user, *sorted(chosen[:4].tolist())])))
-        test.append(" ".join(map(str, [user, *sorted(chosen[4:].tolist())])))
-    (folder / "train.txt").write_text("\n".join(train) + "\n")
-    (folder / "test.txt").write_text("\n".join(test) + "\n")
 
 
 def test_cells_take_each_papers_defaults_and_the_file_overrides(tmp_path: Path) -> None:
@@ -71,7 +59,7 @@ def _grid(data: Path, output: Path, config: Path, *extra: str) -> int:
 
 
 def test_grid_runs_tabulates_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    _write_tiny(tmp_path / "data")
+    write_clustered(tmp_path / "data", 50, 4, 2)
     config = tmp_path / "grid.toml"
     config.write_text("dim = 8\n[losses.bpr]\nlr = 0.01\n[data]\nvalid_ratio = 0.2\n")
     output = tmp_path / "grid"
@@ -118,7 +106,7 @@ def test_grid_runs_tabulates_and_resumes(tmp_path: Path, monkeypatch: pytest.Mon
 def test_grid_keeps_going_after_a_failing_cell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    _write_tiny(tmp_path / "data")
+    write_clustered(tmp_path / "data", 50, 4, 2)
     config = tmp_path / "grid.toml"
     config.write_text("dim = 8\n[data]\nvalid_ratio = 0.25\n")
 
@@ -150,7 +138,7 @@ def test_ctrl_c_stops_the_grid_and_the_interrupted_cell_is_rerun(
 ) -> None:
     import ssmrec.train as training
 
-    _write_tiny(tmp_path / "data")
+    write_clustered(tmp_path / "data", 50, 4, 2)
     config = tmp_path / "grid.toml"
     config.write_text("dim = 8\n[data]\nvalid_ratio = 0.25\n")
     real_epoch = training.train_one_epoch

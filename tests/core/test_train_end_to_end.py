@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_lightgcn_folder
 from safetensors.torch import load_file
 
 from ssmrec.cli import main
@@ -21,19 +22,14 @@ N_USERS, N_CLUSTERS, ITEMS_PER_CLUSTER = 240, 8, 20
 def _write_planted(folder: Path) -> None:
     """Users each like one cluster of items: 10 train and 3 test items from it, plus 1 random train item."""
     rng = np.random.default_rng(0)
-    folder.mkdir()
-    train_lines, test_lines = [], []
     n_items = N_CLUSTERS * ITEMS_PER_CLUSTER
+    train, test = [], []
     for user in range(N_USERS):
-        cluster = user % N_CLUSTERS
-        chosen = cluster * ITEMS_PER_CLUSTER + rng.choice(ITEMS_PER_CLUSTER, 13, replace=False)
+        chosen = (user % N_CLUSTERS) * ITEMS_PER_CLUSTER + rng.choice(ITEMS_PER_CLUSTER, 13, replace=False)
         noise = int(rng.integers(n_items))
-        train = sorted({*chosen[:10].tolist(), noise})
-        test = sorted(set(chosen[10:].tolist()) - set(train))
-        train_lines.append(" ".join(map(str, [user, *train])))
-        test_lines.append(" ".join(map(str, [user, *test])))
-    (folder / "train.txt").write_text("\n".join(train_lines) + "\n")
-    (folder / "test.txt").write_text("\n".join(test_lines) + "\n")
+        train.append(sorted({*chosen[:10].tolist(), noise}))
+        test.append(sorted(set(chosen[10:].tolist()) - set(train[-1])))
+    write_lightgcn_folder(folder, train, test)
 
 
 def _train(data: Path, output: Path, *extra: str) -> dict:

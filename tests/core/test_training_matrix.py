@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from conftest import write_clustered
 
 from ssmrec.cli import main
 from ssmrec.config import TrainConfig
@@ -97,21 +98,8 @@ def test_a_learnable_temperature_reaches_the_optimizer_and_moves() -> None:
     assert id(objective.log_temperature) in optimized
 
 
-def _write_tiny(folder: Path) -> None:
-    """LightGCN-format files of a tiny planted dataset: users like one of 4 item clusters."""
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    train, test = [], []
-    for user in range(60):
-        chosen = (user % 4) * 10 + rng.choice(10, 7, replace=False)
-        train.append(" ".join(map(str, [user, *sorted(chosen[:5].tolist())])))
-        test.append(" ".join(map(str, [user, *sorted(chosen[5:].tolist())])))
-    (folder / "train.txt").write_text("\n".join(train) + "\n")
-    (folder / "test.txt").write_text("\n".join(test) + "\n")
-
-
 def test_cli_flags_reach_the_run(tmp_path: Path) -> None:
-    _write_tiny(tmp_path / "data")
+    write_clustered(tmp_path / "data", 60, 5, 2)
     argv = ["train", "--data", str(tmp_path / "data"), "--output", str(tmp_path / "run"), "--epochs", "2",
             "--model", "lightgcn", "--alpha", "0.4,0.6", "--loss", "ssm", "--negatives", "mixed",
             "--num-negatives", "8", "--beta", "0.5", "--exclude", "train", "--logq", "corrected",
@@ -125,7 +113,7 @@ def test_cli_flags_reach_the_run(tmp_path: Path) -> None:
 
 
 def test_adaptive_temperature_trains_end_to_end(tmp_path: Path) -> None:
-    _write_tiny(tmp_path / "data")
+    write_clustered(tmp_path / "data", 60, 5, 2)
     argv = ["train", "--data", str(tmp_path / "data"), "--output", str(tmp_path / "run"), "--epochs", "3",
             "--model", "mf", "--loss", "adap-tau", "--adaptive-warmup", "1", "--batch-size", "64",
             "--dim", "8", "--no-progress"]  # fmt: skip
