@@ -1,4 +1,4 @@
-"""Shared fixtures and helpers: the real datasets beside the checkout, tiny LightGCN folders, one torch thread."""
+"""Shared test helpers: the real datasets beside the checkout, tiny LightGCN folders, one torch thread."""
 
 from __future__ import annotations
 
