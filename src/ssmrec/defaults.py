@@ -34,6 +34,16 @@ NEGATIVES = ("in-batch", "uniform", "popularity", "shared", "mixed")
 EXCLUDE = ("none", "duplicates", "train")
 LOGQ = ("none", "standard", "corrected")
 
+_POINTWISE: dict[str, Any] = {
+    "negatives": "uniform",
+    "num_negatives": 4,
+    "reduction": "mean",
+    "reg": 1e-4,
+    "batch_size": 2048,
+    "lr": 1e-3,
+}
+"""BCE and MSE share NCF's sampling and LightGCN-PyTorch's optimisation (sources at their entries below)."""
+
 LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
     # Official SSM (Wu et al., TOIS 2024; github.com/wujcan/SSM-TensorFlow, conf/SSM.properties and
     # model/general_recommender/SSM.py): neg_dist=0 (in-batch), flag_l2_norm (cosine), temp=0.1,
@@ -75,23 +85,9 @@ LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
     # BCE: NCF's pointwise log loss (He et al., WWW 2017;
     # github.com/hexiangnan/neural_collaborative_filtering, num_neg=4): 4 uniform negatives per positive.
     # Optimisation settings as BPR above (same source).
-    "bce": {
-        "negatives": "uniform",
-        "num_negatives": 4,
-        "reduction": "mean",
-        "reg": 1e-4,
-        "batch_size": 2048,
-        "lr": 1e-3,
-    },
+    "bce": _POINTWISE,
     # MSE with targets 1/0: the same pointwise sampling as BCE (NCF, num_neg=4); optimisation as BPR.
-    "mse": {
-        "negatives": "uniform",
-        "num_negatives": 4,
-        "reduction": "mean",
-        "reg": 1e-4,
-        "batch_size": 2048,
-        "lr": 1e-3,
-    },
+    "mse": _POINTWISE,
     # CCL: SimpleX (Mao et al., CIKM 2021), the authors' MF-CCL Gowalla run (reczoo benchmark
     # MF-CCL_gowalla_x0: num_negs=800, 810128 pairs in 3165 batches = batch 256), margin 0.9,
     # negative weight 150, Adam lr 1e-4, cosine scores, mean over the batch. The L2 weight of that run is
