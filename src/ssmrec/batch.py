@@ -70,6 +70,10 @@ class Batch:
     """The training interactions, for masking accidental hits."""
     all_items: Callable[[], Tensor] | None = None
     """All items' final representations (n_items × d), for the full softmax."""
+    normalized: bool = False
+    """The representations handed over with this batch are unit length already: the trainer normalised
+    each distinct user and item once, which is far cheaper than normalising B × M gathered negatives
+    (CCL's 800 per row). Cosine objectives then skip their own normalisation."""
 
     @classmethod
     def build(

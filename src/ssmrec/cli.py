@@ -79,6 +79,7 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--epochs", "epochs", int, "maximum epochs"),
     ("--eval-every", "eval_every", int, "evaluate every N epochs"),
     ("--patience", "patience", int, "stop after this many evaluations without gain"),
+    ("--max-minutes", "max_minutes", float, "time budget: stop and evaluate after the epoch that passes it"),
     ("--metric", "metric", str, "model-selection metric, e.g. recall@20"),
     ("--ks", "ks", lambda text: [int(k) for k in text.split(",")], "cut-offs, e.g. 10,20,50"),
     ("--rank-by", "rank_by", str, "ranking score: dot (paper default) or cosine"),

@@ -66,7 +66,7 @@ class TrainConfig:
     positive_temperature: float | None = None
     margin: float | None = None
     negative_weight: float | None = None
-    softmax_chunk_size: int | None = 4096
+    softmax_chunk_size: int | None = 512
     adaptive_warmup: int = 10
     adaptive_scale: float = 1.0
     reg: float = 1e-5
@@ -75,6 +75,7 @@ class TrainConfig:
     epochs: int = 1000
     eval_every: int = 1
     patience: int = 15
+    max_minutes: float | None = None
     metric: str = "recall@20"
     ks: tuple[int, ...] = (10, 20, 50)
     rank_by: str = "dot"
@@ -97,6 +98,7 @@ class TrainConfig:
             (self.epochs >= 0, "epochs must be >= 0"),
             (self.eval_every > 0, "eval_every must be > 0"),
             (self.patience > 0, "patience must be > 0"),
+            (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0"),
             (len(self.ks) > 0 and all(k > 0 for k in self.ks), "ks must be positive integers"),
             (self.protocol in PROTOCOLS, f"protocol must be one of {', '.join(PROTOCOLS)}"),
             (self.rank_by in ("dot", "cosine"), "rank_by must be dot or cosine"),

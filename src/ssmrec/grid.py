@@ -6,7 +6,8 @@ its recorded config is the one the grid would use now: a changed setting is an e
 stale row). A cell directory without ``final_metrics.json`` is an interrupted or failed run: it is
 moved aside to ``<output>/interrupted/<model>-<loss>-<timestamp>/`` (kept for its log, never deleted)
 and the cell restarts from scratch. After every cell, ``grid.md`` and ``grid.csv`` are rewritten
-atomically with Recall/NDCG@20 on valid and test, epochs, early stopping and wall time per cell.
+atomically with Recall/NDCG@20 on valid and test, epochs, why the cell stopped (early stop,
+time budget, max epochs) and wall time per cell.
 
 Settings of a cell, later layers winning:
 
@@ -61,7 +62,7 @@ COLUMNS = (
     "test_ndcg@20",
     "best_epoch",
     "epochs_run",
-    "early_stopped",
+    "stopped_by",
     "wall_seconds",
     "status",
 )
@@ -272,7 +273,7 @@ def table_rows(results: list[CellResult], cells: list[tuple[str, str, TrainConfi
                 "test_ndcg@20": _metric(final, "test", "ndcg@20"),
                 "best_epoch": final.get("best_epoch") if final else None,
                 "epochs_run": final.get("epochs_run") if final else None,
-                "early_stopped": final.get("stopped_early") if final else None,
+                "stopped_by": _stopped_by(final),
                 "wall_seconds": final.get("wall_seconds") if final else None,
                 "status": (result.status if result.status != "failed" else f"failed: {result.error}")
                 if result
@@ -282,11 +283,18 @@ def table_rows(results: list[CellResult], cells: list[tuple[str, str, TrainConfi
     return rows
 
 
+def _stopped_by(final: dict[str, Any] | None) -> str | None:
+    """Why a cell ended: early stop, time budget, max epochs or interrupted (older runs: from the flags)."""
+    if not final:
+        return None
+    if "stopped_by" in final:
+        return str(final["stopped_by"])
+    return "early stop" if final.get("stopped_early") else "max epochs"
+
+
 def _markdown_cell(key: str, value: Any) -> str:
     if value is None:
         return "—"
-    if key == "early_stopped":
-        return "yes" if value else "no"
     if key == "wall_seconds":
         minutes, seconds = divmod(round(value), 60)
         hours, minutes = divmod(minutes, 60)
@@ -314,7 +322,7 @@ def write_tables(
     config = cells[0][2]
     dataset = config.data.dataset or config.data.path
     headers = ("model", "loss", "valid R@20", "valid N@20", "test R@20", "test N@20", "best epoch",
-               "epochs", "early stop", "wall time", "status")  # fmt: skip
+               "epochs", "stopped by", "wall time", "status")  # fmt: skip
     lines = [
         f"# ssmrec grid: {dataset}",
         "",
@@ -357,6 +365,12 @@ def add_grid_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, help="maximum epochs per cell")
     parser.add_argument("--patience", type=int, help="evaluations without gain before a cell stops")
     parser.add_argument("--eval-every", dest="eval_every", type=int, help="evaluate every N epochs")
+    parser.add_argument(
+        "--max-minutes",
+        dest="max_minutes",
+        type=float,
+        help="time budget per cell: it stops (and evaluates) at the end of the epoch that passes it",
+    )
     parser.add_argument("--seed", type=int, help="seed of every cell")
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
     parser.add_argument("--output", help="grid folder (default runs/grid-<dataset>)")
@@ -370,7 +384,7 @@ def _grid_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     file = validate_grid_file(read_config_file(args.config), f"{args.config}: ") if args.config else {}
     flags: dict[str, Any] = {}
-    for key in ("protocol", "epochs", "patience", "eval_every", "seed", "threads", "progress"):
+    for key in ("protocol", "epochs", "patience", "eval_every", "max_minutes", "seed", "threads", "progress"):
         value = getattr(args, key)
         if value is not None:
             flags[key] = value

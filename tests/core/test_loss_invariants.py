@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ssmrec.batch import Batch
 from ssmrec.losses import BPRLoss, Candidates, FullSoftmaxLoss, SampledSoftmaxLoss
+from ssmrec.losses.softmax import chunked_logsumexp
 from ssmrec.sampling import SharedSampler, TrainingSet, UniformSampler
 
 
@@ -68,8 +69,17 @@ def test_chunked_full_softmax_with_exclusion_equals_unchunked() -> None:
     batch = Batch(
         users=torch.arange(5), positives=positives, in_batch=False, training=training, all_items=lambda: items
     )
-    results = []
-    for chunk in (None, 2):
+    # independent reference: the masked log-sum written out on the full score matrix
+    logits = users @ items.T / 0.5
+    dropped = torch.from_numpy(dense.astype(bool))  # other training items of the user...
+    dropped[torch.arange(5), positives] = True  # ...and, in SL form, the positive itself
+    reference = (
+        torch.logsumexp(logits.masked_fill(dropped, float("-inf")), dim=1)
+        - logits[torch.arange(5), positives]
+    ).sum()
+    reference.backward()
+    results = [(reference.detach(), users.grad.clone(), items.grad.clone())]
+    for chunk in (None, 2, 1):
         loss = FullSoftmaxLoss(
             temperature=0.5,
             similarity="dot",
@@ -81,8 +91,28 @@ def test_chunked_full_softmax_with_exclusion_equals_unchunked() -> None:
         value = loss(users, items[positives], None, batch)
         value.backward()
         results.append((value.detach(), users.grad.clone(), items.grad.clone()))
-    for got, want in zip(results[1], results[0], strict=True):
-        torch.testing.assert_close(got, want)
+    for result in results[1:]:
+        for got, want in zip(result, results[0], strict=True):
+            torch.testing.assert_close(got, want)
+
+
+def test_chunked_logsumexp_gradients_by_gradcheck_with_learnable_temperature() -> None:
+    """The hand-written backward against finite differences, a learnable τ and dropped pairs included."""
+    users, items = _random(11, 4, 3).requires_grad_(True), _random(12, 9, 3).requires_grad_(True)
+    log_tau = torch.tensor(-0.7, dtype=torch.float64, requires_grad=True)
+    rows, columns = np.array([0, 0, 2, 3, 3, 3]), np.array([1, 8, 4, 0, 5, 6])
+
+    def log_sums(u: torch.Tensor, i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return chunked_logsumexp(u, i, t.exp(), rows, columns, chunk_size=4)
+
+    assert torch.autograd.gradcheck(log_sums, (users, items, log_tau))
+    # a row whose every item is dropped sums to −inf and passes no gradient (not NaN) back
+    every = np.arange(9)
+    value = chunked_logsumexp(users, items, 1.0, np.zeros(9, dtype=np.int64), every, chunk_size=4)
+    assert value[0] == float("-inf") and torch.isfinite(value[1:]).all()
+    grad_users, grad_items = torch.autograd.grad(value, (users, items), torch.ones(4, dtype=torch.float64))
+    assert torch.equal(grad_users[0], torch.zeros(3, dtype=torch.float64))
+    assert torch.isfinite(grad_users).all() and torch.isfinite(grad_items).all()
 
 
 def _duplicate_free_batch() -> tuple[torch.Tensor, torch.Tensor, Batch]:

@@ -154,3 +154,26 @@ def test_ctrl_c_finishes_the_run_with_the_best_weights(
     best = max(records, key=lambda r: r["recall@20"])
     assert final["best_epoch"] == best["epoch"]
     assert final["test"]["recall@20"] == pytest.approx(best["recall@20"], rel=1e-9)
+
+
+def test_time_budget_stops_after_the_epoch_that_passes_it_and_evaluates_it(
+    planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssmrec.train as training
+
+    real_epoch, real_clock = training.train_one_epoch, training.time.perf_counter
+    offset = {"seconds": 0.0}
+
+    def fifty_second_epoch(*args, **kwargs):  # every epoch "takes" 50 s more than it does
+        offset["seconds"] += 50.0
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", fifty_second_epoch)
+    monkeypatch.setattr(training.time, "perf_counter", lambda: real_clock() + offset["seconds"])
+    final = _train(planted, tmp_path / "run", "--epochs", "10", "--eval-every", "5", "--max-minutes", "2")
+    assert final["epochs_run"] == 3 and final["stopped_by"] == "time budget"  # 150 s >= 120 s after epoch 3
+    assert final["stopped_early"] is False and final["interrupted"] is False
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [3]  # epoch 3 is evaluated although eval_every is 5
+    unbounded = _train(planted, tmp_path / "full", "--epochs", "2")
+    assert unbounded["stopped_by"] == "max epochs"

@@ -35,7 +35,7 @@ def build_loss(
     positive_temperature: float | None = None,
     margin: float | None = None,
     negative_weight: float | None = None,
-    chunk_size: int | None = 4096,
+    chunk_size: int | None = 512,
     adaptive_warmup: int = 10,
     adaptive_scale: float = 1.0,
 ) -> Objective:

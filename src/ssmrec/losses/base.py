@@ -102,6 +102,8 @@ class Objective(torch.nn.Module):
     """
 
     num_negatives: int = 0
+    similarity: Similarity = "dot"
+    """How representations are compared; with ``"cosine"`` the trainer normalises each distinct row once."""
     needs_all_items: bool = False
     """The objective reads ``batch.all_items()`` (the trainer then runs one full forward per step)."""
 

@@ -100,8 +100,9 @@ def score_candidates(
     if kind not in ("cosine", "dot"):
         raise ValueError(f"similarity must be 'cosine' or 'dot', got {kind!r}")
     in_batch = batch.in_batch if batch is not None else negatives is None
-    users, positives = _normalized(users, kind), _normalized(positives, kind)
-    negatives = _normalized(negatives, kind)
+    if batch is None or not batch.normalized:
+        users, positives = _normalized(users, kind), _normalized(positives, kind)
+        negatives = _normalized(negatives, kind)
     size = users.shape[0]
     if in_batch:
         parts = [users @ positives.T]
@@ -113,7 +114,7 @@ def score_candidates(
         if negatives.dim() == 2:
             parts.append(users @ negatives.T)
         elif negatives.dim() == 3:
-            parts.append((users.unsqueeze(1) @ negatives.transpose(1, 2)).squeeze(1))
+            parts.append((negatives @ users.unsqueeze(2)).squeeze(2))  # no transposed (B, M, d) copy
         else:
             raise ValueError(f"negatives must be (M, d) or (B, M, d), got shape {tuple(negatives.shape)}")
     scores = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
