@@ -82,6 +82,33 @@ def test_lightgcn_options_match_the_dense_formula(side: str, alpha: tuple[float,
     np.testing.assert_allclose(items.numpy(), expected_items, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(("alpha", "layers"), [((0.5, 0.5), 0), ((0.5, 0.5), 3), ((0.3, 0.7), 2)])
+def test_full_propagation_gradients_match_dense_autograd(alpha: tuple[float, float], layers: int) -> None:
+    """The hand-written backward of the layer mean against autograd through a dense float64 Â."""
+    train = _random_train(5)
+    torch.manual_seed(1)
+    model = LightGCN(train, dim=4, n_layers=layers, propagation="full", alpha=alpha)
+    users, items = torch.tensor([0, 3, 3, 29]), torch.tensor([1, 1, 19, 7, 0])  # repeats included
+    u, i = model.encode(users, items)
+    weights_u, weights_i = torch.linspace(-1, 1, u.numel()).reshape(u.shape), torch.rand(i.shape)
+    ((u * weights_u).sum() + (i * weights_i).sum()).backward()
+
+    ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight]).detach().double()
+    ego.requires_grad_(True)
+    a = torch.from_numpy(normalized_adjacency(train, "both", alpha).toarray()).double()
+    layer, total = ego, ego
+    for _ in range(layers):
+        layer = a @ layer
+        total = total + layer
+    final = total / (layers + 1)
+    ref_u, ref_i = final[users], final[items + 30]
+    ((ref_u * weights_u.double()).sum() + (ref_i * weights_i.double()).sum()).backward()
+    torch.testing.assert_close(u.detach().double(), ref_u.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(i.detach().double(), ref_i.detach(), rtol=1e-5, atol=1e-6)
+    grad = torch.cat([model.user_embedding.weight.grad, model.item_embedding.weight.grad]).double()
+    torch.testing.assert_close(grad, ego.grad, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("side", "alpha"), [("both", (0.25, 0.75)), ("user", (0.5, 0.5)), ("item", (0.5, 0.0))]
 )

@@ -80,17 +80,23 @@ class LightGCN(Recommender):
             return users + self._operator.matmul(items), items
         if self.side == "item":
             return users, items + self._operator.matmul(users)
-        layer = self._ego_all()
-        total = layer
-        for _ in range(self.n_layers):
-            layer = self._operator.matmul(layer)
-            total = total + layer
-        final = total / (self.n_layers + 1)
+        final = self._layer_mean()
         return final[: self.n_users], final[self.n_users :]
+
+    def _layer_mean(self) -> Tensor:
+        """All nodes' final representations, users first (side ``both``)."""
+        return self._operator.mean_of_powers(
+            self.user_embedding.weight, self.item_embedding.weight, self.n_layers
+        )
 
     def encode(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         if not self.local:
-            return super().encode(users, items)
+            if self.side != "both":
+                return super().encode(users, items)
+            # one gather from the node table: its backward is one index_add, where indexing the user
+            # and item halves would zero-fill and add two full-size gradients
+            picked = self._layer_mean().index_select(0, torch.cat([users, items + self.n_users]))
+            return picked[: len(users)], picked[len(users) :]
         if self.side == "user":
             return self._aggregate(
                 users, self.user_embedding.weight, self.item_embedding.weight
