@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ssmrec.models.base import Recommender
-from ssmrec.models.graph import SIDES, SparseOperator, normalized_adjacency
+from ssmrec.models.graph import SIDES, SparseOperator, normalized_adjacency, to_torch_csr
 
 Propagation = Literal["auto", "full", "local"]
 
@@ -70,6 +70,8 @@ class LightGCN(Recommender):
         self._adjacency = normalized_adjacency(train, side, self.alpha)
         symmetric = side == "both" and self.alpha[0] == self.alpha[1]
         self._operator = SparseOperator(self._adjacency, symmetric=symmetric)
+        self._user_item: sp.csr_matrix | None = None
+        self._item_user: sp.csr_matrix | None = None
 
     def _ego_all(self) -> Tensor:
         return torch.cat([self.user_embedding.weight, self.item_embedding.weight])
@@ -106,14 +108,74 @@ class LightGCN(Recommender):
                 items, self.item_embedding.weight, self.user_embedding.weight
             )
         nodes, inverse = torch.unique(torch.cat([users, items + self.n_users]), return_inverse=True)
-        rows = SparseOperator(self._adjacency[nodes.numpy()])
-        ego_all = self._ego_all()
-        final = (ego_all[nodes] + rows.matmul(ego_all)) / 2
-        picked = final[inverse]
+        split = int(torch.searchsorted(nodes, self.n_users))  # sorted: user nodes first
+        user_nodes, item_nodes = nodes[:split], nodes[split:] - self.n_users
+        user_rows, item_rows = self._blocks()
+        final = _LocalLayerMean.apply(
+            self.user_embedding.weight,
+            self.item_embedding.weight,
+            user_nodes,
+            item_nodes,
+            _Rows(user_rows[user_nodes.numpy()]),
+            _Rows(item_rows[item_nodes.numpy()]),
+        )
+        picked = final.index_select(0, inverse)
         return picked[: len(users)], picked[len(users) :]
+
+    def _blocks(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """``Â``'s user→item and item→user blocks (the only non-zero ones of side ``both``), built once."""
+        if self._user_item is None:
+            n = self.n_users
+            self._user_item = self._adjacency[:n, n:].tocsr()
+            self._item_user = self._adjacency[n:, :n].tocsr()
+        assert self._item_user is not None
+        return self._user_item, self._item_user
 
     def _aggregate(self, ids: Tensor, own: Tensor, other: Tensor) -> Tensor:
         """``own[ids] + Â[ids] @ other`` from just the adjacency rows of ``ids`` (one-sided graphs)."""
         nodes, inverse = torch.unique(ids, return_inverse=True)
         rows = SparseOperator(self._adjacency[nodes.numpy()])
         return (own[nodes] + rows.matmul(other))[inverse]
+
+
+class _Rows:
+    """Some rows of an adjacency block as torch CSR, with their transpose for the backward."""
+
+    def __init__(self, rows: sp.csr_matrix) -> None:
+        self.matrix = to_torch_csr(rows)
+        self.matrix_t = to_torch_csr(rows.T.tocsr())
+
+
+class _LocalLayerMean(torch.autograd.Function):
+    """One LightGCN layer's mean ``(e + Â e) / 2`` for the batch's nodes only (side ``both``).
+
+    User nodes U aggregate items and item nodes I aggregate users:
+    ``out_U = (E_u[U] + Â_UI E_i) / 2`` and ``out_I = (E_i[I] + Â_IU E_u) / 2``, rows in U-then-I order.
+    The backward writes each table's gradient once: ``∇E_i = Â_UIᵀ G_U / 2`` plus ``G_I / 2`` added at
+    I (and the mirror for users). Autograd of the same formula on the concatenated table would copy
+    the table, zero-fill and add several full-size gradients per step.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, user_table: Tensor, item_table: Tensor, user_nodes: Tensor, item_nodes: Tensor,
+        user_rows: _Rows, item_rows: _Rows,
+    ) -> Tensor:  # fmt: skip
+        ctx.save_for_backward(user_nodes, item_nodes)
+        ctx.user_rows, ctx.item_rows = user_rows, item_rows
+        out_users = torch.sparse.mm(user_rows.matrix, item_table).add_(user_table[user_nodes])
+        out_items = torch.sparse.mm(item_rows.matrix, user_table).add_(item_table[item_nodes])
+        return torch.cat([out_users, out_items]).div_(2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None, None, None]:  # type: ignore[override]
+        user_nodes, item_nodes = ctx.saved_tensors
+        half = grad.contiguous() / 2
+        grad_users, grad_items = half[: len(user_nodes)], half[len(user_nodes) :]
+        user_table_grad = torch.sparse.mm(ctx.item_rows.matrix_t, grad_items).index_add_(
+            0, user_nodes, grad_users
+        )
+        item_table_grad = torch.sparse.mm(ctx.user_rows.matrix_t, grad_users).index_add_(
+            0, item_nodes, grad_items
+        )
+        return user_table_grad, item_table_grad, None, None, None, None
