@@ -229,3 +229,34 @@ def test_bf16_rounding_that_inverts_the_order_is_caught_by_the_per_pair_bound(ca
     for precision in ("bf16", "fp32"):
         assert top_k(user, items, None, 2, precision=precision).tolist() == [expected]
         assert top_k(user, items, None, 1, precision=precision).tolist() == [expected[:1]]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_chunks_ranked_by_parallel_workers_give_the_sequential_result(precision: str) -> None:
+    """With two torch threads, chunks run in two worker threads: same top-K and metrics, in order."""
+    rng = np.random.default_rng(5)
+    users = torch.from_numpy(rng.normal(size=(203, 8)).astype(np.float32))
+    items = torch.from_numpy(rng.normal(size=(2600, 8)).astype(np.float32))
+    items[100:140] = items[7]  # exact ties across the catalogue
+    train = sp.random(203, 2600, density=0.01, random_state=1, format="csr")
+    test = sp.random(203, 2600, density=0.005, random_state=2, format="csr")
+    test = sp.csr_matrix(test - test.multiply(train > 0))  # held-out items are not training items
+    test.eliminate_zeros()
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            top = top_k(users, items, None, 30, exclude=[train], chunk_size=16, precision=precision)
+            metrics = evaluate_ranking(
+                users, items, test, exclude=[train], chunk_size=16, precision=precision
+            )
+            results.append((top, metrics))
+            assert torch.get_num_threads() == threads  # restored after the parallel section
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(results[0][0], results[1][0])
+    assert results[0][1] == results[1][1]
+    scores = (users.double() @ items.double().T).numpy()
+    scores[train.nonzero()] = -np.inf
+    assert results[1][0][:, 0].tolist() == [int(np.argmax(row)) for row in scores]

@@ -36,8 +36,11 @@ does not accumulate in fp32 as oneDNN / MKL document) makes the call warn and re
 from __future__ import annotations
 
 import math
+import threading
 import warnings
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -266,8 +269,8 @@ class _Ranker:
         self.n_items = n_items
         self.dim = self.items.shape[1]
         self.kind = resolve_precision(precision, self.device, self.n_items)
-        self._buffers: dict[str, Tensor] = {}
-        self.threads = torch.get_num_threads()  # for the GEMM
+        self._local = threading.local()  # per-thread score buffers (chunks may run in worker threads)
+        self.threads = torch.get_num_threads()  # for the GEMM (1 when chunks run in parallel workers)
 
         d = self.dim
         u_norm = self.users.double().norm(dim=1)
@@ -362,10 +365,11 @@ class _Ranker:
         The result is a view of that buffer, valid until the next call for the same stage.
         """
         users, items = (self.users_bf16, self.items_bf16) if stage == "bf16" else (self.users, self.items)
-        buffer = self._buffers.get(stage)
+        buffers: dict[str, Tensor] = self._local.__dict__.setdefault("buffers", {})
+        buffer = buffers.get(stage)
         if buffer is None or buffer.shape[0] < len(rows):
             buffer = torch.empty((len(rows), items.shape[0]), dtype=items.dtype, device=self.device)
-            self._buffers[stage] = buffer
+            buffers[stage] = buffer
         out = buffer[: len(rows)]
         with torch_threads(self.threads):
             torch.matmul(users[rows], items.T, out=out)
@@ -607,17 +611,47 @@ def iter_top_k(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     starts = range(0, n_rows, chunk_size)
+
+    def rank(start: int) -> Tensor:
+        stop = min(n_rows, start + chunk_size)
+        pairs = [chunk_pairs(m, start, stop, ranker.device) for m in excl]
+        if pairs:
+            rows = torch.cat([p[0] for p in pairs])
+            cols = torch.cat([p[1] for p in pairs])
+        else:
+            rows = cols = torch.empty(0, dtype=torch.long, device=ranker.device)
+        return ranker.top_k(start, stop, rows, cols, k)
+
+    workers = min(ranker.threads, len(starts)) if ranker.device.type == "cpu" else 1
     with tqdm(total=len(starts), desc=desc, unit="chunk", disable=not progress) as bar:
-        for start in starts:
-            stop = min(n_rows, start + chunk_size)
-            pairs = [chunk_pairs(m, start, stop, ranker.device) for m in excl]
-            if pairs:
-                rows = torch.cat([p[0] for p in pairs])
-                cols = torch.cat([p[1] for p in pairs])
-            else:
-                rows = cols = torch.empty(0, dtype=torch.long, device=ranker.device)
-            yield start, stop, ranker.top_k(start, stop, rows, cols, k)
-            bar.update(1)
+        if workers <= 1:
+            for start in starts:
+                yield start, min(n_rows, start + chunk_size), rank(start)
+                bar.update(1)
+            return
+        # Chunks in parallel, one per worker thread, each single-threaded (GEMM included). torch
+        # releases the GIL inside operators, so every core stays busy through the many small
+        # per-chunk operations instead of idling while one thread runs them (see torch_threads).
+        ranker.threads = 1
+        with torch_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="ssmrec-rank") as pool:
+            queue: deque[tuple[int, Future[Tensor]]] = deque()
+            upcoming = iter(starts)
+            try:
+                for start in upcoming:
+                    queue.append((start, pool.submit(rank, start)))
+                    if len(queue) >= 2 * workers:
+                        break
+                while queue:
+                    start, future = queue.popleft()
+                    top = future.result()
+                    for following in upcoming:  # keep the window full
+                        queue.append((following, pool.submit(rank, following)))
+                        break
+                    yield start, min(n_rows, start + chunk_size), top
+                    bar.update(1)
+            finally:
+                for _, future in queue:
+                    future.cancel()
 
 
 @torch.no_grad()
