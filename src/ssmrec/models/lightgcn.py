@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ssmrec.models.base import Recommender
-from ssmrec.models.graph import SIDES, SparseOperator, normalized_adjacency, to_torch_csr
+from ssmrec.models.graph import SIDES, SparseOperator, normalized_adjacency, sparse_product, to_torch_csr
 
 Propagation = Literal["auto", "full", "local"]
 
@@ -163,8 +163,8 @@ class _LocalLayerMean(torch.autograd.Function):
     ) -> Tensor:  # fmt: skip
         ctx.save_for_backward(user_nodes, item_nodes)
         ctx.user_rows, ctx.item_rows = user_rows, item_rows
-        out_users = torch.sparse.mm(user_rows.matrix, item_table).add_(user_table[user_nodes])
-        out_items = torch.sparse.mm(item_rows.matrix, user_table).add_(item_table[item_nodes])
+        out_users = sparse_product(user_rows.matrix, item_table).add_(user_table[user_nodes])
+        out_items = sparse_product(item_rows.matrix, user_table).add_(item_table[item_nodes])
         return torch.cat([out_users, out_items]).div_(2)
 
     @staticmethod
@@ -172,10 +172,10 @@ class _LocalLayerMean(torch.autograd.Function):
         user_nodes, item_nodes = ctx.saved_tensors
         half = grad.contiguous() / 2
         grad_users, grad_items = half[: len(user_nodes)], half[len(user_nodes) :]
-        user_table_grad = torch.sparse.mm(ctx.item_rows.matrix_t, grad_items).index_add_(
+        user_table_grad = sparse_product(ctx.item_rows.matrix_t, grad_items).index_add_(
             0, user_nodes, grad_users
         )
-        item_table_grad = torch.sparse.mm(ctx.user_rows.matrix_t, grad_users).index_add_(
+        item_table_grad = sparse_product(ctx.user_rows.matrix_t, grad_users).index_add_(
             0, item_nodes, grad_items
         )
         return user_table_grad, item_table_grad, None, None, None, None
