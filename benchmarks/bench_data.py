@@ -17,9 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ssmrec.rundir import atomic_write_bytes
+from _results import write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PROBE = """
 import json, time
 t0 = time.perf_counter()
@@ -64,12 +63,7 @@ def main() -> None:
         cells = [str(r["valid_ratio"]), f"{r['cold_seconds']:.3f}", f"{r['cached_seconds']:.3f}"]
         lines.append("| " + " | ".join([*cells, f"{r['import_seconds']:.2f}"]) + " |")
     markdown = "\n".join(lines) + f"\n\nbest of {args.repeats} fresh processes; data {args.data}\n"
-    print(markdown)
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_bytes(
-        RESULTS / "data.json", (json.dumps({"data": args.data, "rows": rows}, indent=2) + "\n").encode()
-    )
-    atomic_write_bytes(RESULTS / "data.md", markdown.encode())
+    write_results("data", {"data": args.data, "rows": rows}, markdown)
 
 
 if __name__ == "__main__":

@@ -30,13 +30,10 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _peak_mb() -> float:
@@ -136,7 +133,9 @@ def main() -> None:
         print(json.dumps(measure(args.users, args.items, args.one, args.batches, args.eval_users)))
         return
 
-    from ssmrec.rundir import atomic_write_bytes, environment
+    from _results import write_results
+
+    from ssmrec.rundir import environment
 
     rows = []
     for count in (int(text) for text in args.interactions.split(",")):
@@ -174,10 +173,7 @@ def main() -> None:
         )
     lines.append(f"\nCommand: `{report['command']}`; torch threads {rows[0]['torch_threads']}.")
     markdown = "\n".join(lines) + "\n"
-    print(markdown)
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_bytes(RESULTS / f"{args.name}.json", (json.dumps(report, indent=2) + "\n").encode())
-    atomic_write_bytes(RESULTS / f"{args.name}.md", markdown.encode())
+    write_results(args.name, report, markdown)
 
 
 if __name__ == "__main__":

@@ -14,18 +14,18 @@ Writes benchmarks/results/train.json and train.md.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_results
 
 from ssmrec.config import resolve_config
 from ssmrec.data import DataSpec, load_dataset
 from ssmrec.models.graph import SparseOperator, normalized_adjacency, sparse_product
-from ssmrec.rundir import atomic_write_bytes, environment
+from ssmrec.rundir import environment
 from ssmrec.sampling import TrainingPairs
 from ssmrec.train import (
     build_model_for,
@@ -41,7 +41,6 @@ WORKLOADS = {
     "lightgcn1-ssm": {"preset": "ssm-gowalla"},
     "mf-ssm": {"preset": "ssm-gowalla", "model": "mf"},
 }
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def propagation_floor(train, layers: int, n_batches: int, fastest: bool, repeats: int = 5) -> float:
@@ -135,10 +134,7 @@ def main() -> None:
         )
     lines.append(f"\npeak RSS {peak_mb:.0f} MB, torch threads {torch.get_num_threads()}")
     markdown = "\n".join(lines) + "\n"
-    print(markdown)
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_bytes(RESULTS / "train.json", (json.dumps(report, indent=2) + "\n").encode())
-    atomic_write_bytes(RESULTS / "train.md", markdown.encode())
+    write_results("train", report, markdown)
 
 
 if __name__ == "__main__":
