@@ -13,7 +13,7 @@ backward recomputes a chunk's B × chunk logits and turns them into the softmax 
 those of the unchunked computation. τ is folded into the user rows before the product (one B × d
 division instead of one per logit), which also carries a learnable τ's gradient through autograd.
 The default chunk of 512 items keeps a B × 512 block of logits in cache: one MF step on Gowalla
-(B = 2048) took 275 ms with it against 569 ms with 4096-item chunks
+(B = 2048) took 280 ms with it against 568 ms with 4096-item chunks
 (``python benchmarks/profile_step.py --loss softmax --model mf [--set softmax_chunk_size=4096]``).
 """
 

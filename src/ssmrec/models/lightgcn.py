@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ssmrec.models.base import Recommender
-from ssmrec.models.graph import SIDES, SparseOperator, normalized_adjacency, sparse_product, to_torch_csr
+from ssmrec.models.graph import SIDES, SparseOperator, normalized_adjacency, sparse_product
 
 Propagation = Literal["auto", "full", "local"]
 
@@ -73,9 +73,6 @@ class LightGCN(Recommender):
         self._user_item: sp.csr_matrix | None = None
         self._item_user: sp.csr_matrix | None = None
 
-    def _ego_all(self) -> Tensor:
-        return torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-
     def forward(self) -> tuple[Tensor, Tensor]:
         users, items = self.user_embedding.weight, self.item_embedding.weight
         if self.side == "user":
@@ -116,8 +113,8 @@ class LightGCN(Recommender):
             self.item_embedding.weight,
             user_nodes,
             item_nodes,
-            _Rows(user_rows[user_nodes.numpy()]),
-            _Rows(item_rows[item_nodes.numpy()]),
+            SparseOperator(user_rows[user_nodes.numpy()]),
+            SparseOperator(item_rows[item_nodes.numpy()]),
         )
         picked = final.index_select(0, inverse)
         return picked[: len(users)], picked[len(users) :]
@@ -138,14 +135,6 @@ class LightGCN(Recommender):
         return (own[nodes] + rows.matmul(other))[inverse]
 
 
-class _Rows:
-    """Some rows of an adjacency block as torch CSR, with their transpose for the backward."""
-
-    def __init__(self, rows: sp.csr_matrix) -> None:
-        self.matrix = to_torch_csr(rows)
-        self.matrix_t = to_torch_csr(rows.T.tocsr())
-
-
 class _LocalLayerMean(torch.autograd.Function):
     """One LightGCN layer's mean ``(e + Â e) / 2`` for the batch's nodes only (side ``both``).
 
@@ -159,7 +148,7 @@ class _LocalLayerMean(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx, user_table: Tensor, item_table: Tensor, user_nodes: Tensor, item_nodes: Tensor,
-        user_rows: _Rows, item_rows: _Rows,
+        user_rows: SparseOperator, item_rows: SparseOperator,
     ) -> Tensor:  # fmt: skip
         ctx.save_for_backward(user_nodes, item_nodes)
         ctx.user_rows, ctx.item_rows = user_rows, item_rows
