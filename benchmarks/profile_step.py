@@ -32,6 +32,7 @@ from ssmrec.train import (
     build_objective,
     build_optimizer,
     build_sampler_for,
+    optimizer_step,
     seed_everything,
 )
 
@@ -74,7 +75,7 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         backward = time.perf_counter()
-        optimizer.step()
+        optimizer_step(optimizer)
         return tick - start, forward - tick, backward - forward, time.perf_counter() - backward
 
     for _ in range(5):  # warm-up

@@ -233,6 +233,20 @@ def batch_loss(model: Recommender, objective: Objective, batch: Batch, reg: floa
     return loss
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.step()`` after densifying any sparse gradient.
+
+    The regulariser's gradient is sparse (:meth:`ssmrec.models.base.Recommender.ego`) and normally
+    lands in the encoder's dense gradient; a table that got no dense gradient this step (an encoder that
+    does not read it) would otherwise stop Adam, which needs dense gradients.
+    """
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            if parameter.grad is not None and parameter.grad.is_sparse:
+                parameter.grad = parameter.grad.to_dense()
+    optimizer.step()
+
+
 def train_one_epoch(
     model: Recommender,
     objective: Objective,
@@ -265,7 +279,7 @@ def train_one_epoch(
         loss = batch_loss(model, objective, batch, config.reg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        optimizer_step(optimizer)
         total += float(loss.detach())
         batches += 1
     return total / max(1, batches)

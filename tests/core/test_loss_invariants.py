@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from ssmrec.batch import Batch
 from ssmrec.losses import BPRLoss, Candidates, FullSoftmaxLoss, SampledSoftmaxLoss
-from ssmrec.losses.softmax import chunked_logsumexp
+from ssmrec.losses.candidates import score_candidates
+from ssmrec.losses.logsumexp import chunked_logsumexp
 from ssmrec.sampling import SharedSampler, TrainingSet, UniformSampler
 
 
@@ -141,6 +142,60 @@ def test_excluding_duplicates_equals_the_masked_value() -> None:
         keep = [j for j in range(4) if j == b or ids[j] != ids[b]]
         expected += np.log(np.exp(scores[b, keep]).sum()) - scores[b, b]
     assert value.item() == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("exclude", ["none", "duplicates", "train"])
+@pytest.mark.parametrize("positive_in_denominator", [True, False])
+@pytest.mark.parametrize("shared_negatives", [0, 3])
+@pytest.mark.parametrize("similarity", ["cosine", "dot"])
+def test_shared_column_path_equals_the_masked_score_matrix(
+    exclude: str, positive_in_denominator: bool, shared_negatives: int, similarity: str
+) -> None:
+    """In-batch (and shared-negative) SSM goes through the chunked log-sum-exp kernel; it must give
+    the masked (B, K) computation's values and gradients, a learnable τ's included, also for a row
+    whose every candidate is masked."""
+    # user 0's training items cover every column of row 0 (items 0, 1, 2, 7, 8, 9)
+    dense = np.zeros((5, 10), dtype=np.float32)
+    dense[0, [0, 1, 2, 7, 8, 9]] = 1
+    dense[1, [1, 4]] = 1
+    dense[2, [2, 9]] = 1
+    dense[3, [1, 3]] = 1
+    dense[4, [1, 5, 7]] = 1
+    training = TrainingSet(sp.csr_matrix(dense))
+    ids = torch.tensor([0, 1, 2, 1, 1])  # item 1 three times: duplicates
+    negative_ids = torch.tensor([7, 8, 9])[:shared_negatives] if shared_negatives else None
+    batch = Batch(
+        users=torch.arange(5), positives=ids, negatives=negative_ids, in_batch=True, training=training
+    )
+    loss = SampledSoftmaxLoss(
+        temperature=0.3,
+        similarity=similarity,  # type: ignore[arg-type]
+        num_negatives=shared_negatives,
+        exclude=exclude,
+        positive_in_denominator=positive_in_denominator,
+        learn_temperature=True,
+    ).double()
+    user_table, item_table = _random(21, 5, 4), _random(22, 10, 4)
+
+    def run(chunked: bool) -> tuple[torch.Tensor, ...]:
+        users = user_table.clone().requires_grad_(True)
+        items = item_table.clone().requires_grad_(True)
+        negatives = None if negative_ids is None else items[negative_ids]
+        loss.zero_grad()
+        if chunked:
+            rows = loss.shared_column_losses(users, items[ids], negatives, batch)
+        else:
+            candidates = score_candidates(users, items[ids], negatives, batch, loss.similarity, exclude)
+            rows = loss.row_losses(candidates, batch)
+        rows.sum().backward()
+        assert loss.log_temperature.grad is not None
+        return rows.detach(), users.grad, items.grad, loss.log_temperature.grad.clone()
+
+    assert loss._shares_columns(None if negative_ids is None else item_table[negative_ids], batch)
+    for chunked, reference in zip(run(True), run(False), strict=True):
+        torch.testing.assert_close(chunked, reference)
+    if exclude == "train" and not positive_in_denominator:
+        assert run(True)[0][0].item() == 0.0  # nothing left in row 0's denominator
 
 
 def _uniform_training() -> TrainingSet:

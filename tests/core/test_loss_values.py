@@ -21,10 +21,11 @@ from ssmrec.losses import (
     MSELoss,
     SampledSoftmaxLoss,
     build_loss,
+    l2_penalty,
 )
 from ssmrec.models import MF
 from ssmrec.sampling import TrainingSet
-from ssmrec.train import batch_loss
+from ssmrec.train import batch_loss, optimizer_step
 
 # Three users, three positives. Dot scores S = U Pᵀ by hand:
 #   u1=(1,0): [1, 0, -1]    u2=(0,1): [0, 2, 0]    u3=(1,1): [1, 2, -1]    (diagonal: the positives)
@@ -343,3 +344,46 @@ def test_batch_loss_adds_the_regulariser_by_hand(name: str) -> None:
     squares = 1 + 4 + 4 + 1 + ((5 + 9 + 2 + 9) if sampled else 0)
     penalty = reg / 2 * squares / (2 if objective.reduction == "mean" else 1)
     assert total.item() == pytest.approx(plain.item() + penalty, rel=1e-6)
+
+
+def test_regulariser_gradient_is_reg_times_count_times_row() -> None:
+    """The regulariser's sparse gradient: reg · (times the row occurs in the batch) · e, other rows 0."""
+    model = MF(3, 4, 2)
+    with torch.no_grad():
+        model.user_embedding.weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
+        model.item_embedding.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [7.0, 7.0]]))
+    users, items = torch.tensor([0, 0, 2]), torch.tensor([1, 2, 1, 1])
+    l2_penalty(0.5, model.ego(users, items), 3, "sum").backward()
+    user_grad, item_grad = model.user_embedding.weight.grad, model.item_embedding.weight.grad
+    assert user_grad is not None and item_grad is not None and user_grad.is_sparse
+    expected_users = 0.5 * torch.tensor([[2.0, 4.0], [0.0, 0.0], [5.0, 6.0]])  # user 0 twice, user 2 once
+    expected_items = 0.5 * torch.tensor([[0.0, 0.0], [0.0, 3.0], [2.0, 2.0], [0.0, 0.0]])  # item 1 × 3
+    torch.testing.assert_close(user_grad.to_dense(), expected_users)
+    torch.testing.assert_close(item_grad.to_dense(), expected_items)
+
+
+def test_optimizer_step_equals_adam_on_the_dense_gradient() -> None:
+    """A table whose only gradient is the regulariser's sparse one still takes the dense Adam step, and
+    a table with encoder (dense) plus regulariser (sparse) gradients gets their sum."""
+    weights = (torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[1.0, -1.0], [0.5, 2.0], [0.0, 1.0]]))
+    results = []
+    for sparse in (True, False):
+        model = MF(2, 3, 2)
+        with torch.no_grad():
+            model.user_embedding.weight.copy_(weights[0])
+            model.item_embedding.weight.copy_(weights[1])
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+        users, items = torch.tensor([0, 0]), torch.tensor([2])
+        ego_users, ego_items = model.ego(users, items)
+        if not sparse:  # the same penalty with dense gathers
+            ego_users, ego_items = model.user_embedding(users), model.item_embedding(items)
+        encoded = model.item_embedding(torch.tensor([1]))  # items get a dense gradient too, users do not
+        loss = l2_penalty(0.2, (ego_users, ego_items), 2, "sum") + encoded.sum()
+        loss.backward()
+        assert model.user_embedding.weight.grad is not None
+        assert model.user_embedding.weight.grad.is_sparse == sparse
+        optimizer_step(optimizer)
+        results.append([p.detach().clone() for p in model.parameters()])
+    for with_sparse, dense in zip(*results, strict=True):
+        torch.testing.assert_close(with_sparse, dense)
+    assert not torch.equal(results[0][0], weights[0])  # the regulariser-only table moved

@@ -85,6 +85,18 @@ def _normalized(tensor: Tensor | None, kind: Similarity) -> Tensor | None:
     return F.normalize(tensor, dim=-1)
 
 
+def normalized_inputs(
+    users: Tensor, positives: Tensor, negatives: Tensor | None, batch: Batch | None, kind: Similarity
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The representations as the similarity compares them: unit length for cosine (unless the batch
+    says the trainer normalised them already), unchanged for the dot product."""
+    if kind not in ("cosine", "dot"):
+        raise ValueError(f"similarity must be 'cosine' or 'dot', got {kind!r}")
+    if (batch is not None and batch.normalized) or kind == "dot":
+        return users, positives, negatives
+    return F.normalize(users, dim=-1), F.normalize(positives, dim=-1), _normalized(negatives, kind)
+
+
 def score_candidates(
     users: Tensor,
     positives: Tensor,
@@ -97,12 +109,8 @@ def score_candidates(
 
     ``negatives`` are representations: (B, M, d) per row or (M, d) shared by the batch.
     """
-    if kind not in ("cosine", "dot"):
-        raise ValueError(f"similarity must be 'cosine' or 'dot', got {kind!r}")
     in_batch = batch.in_batch if batch is not None else negatives is None
-    if batch is None or not batch.normalized:
-        users, positives = _normalized(users, kind), _normalized(positives, kind)
-        negatives = _normalized(negatives, kind)
+    users, positives, negatives = normalized_inputs(users, positives, negatives, batch, kind)
     size = users.shape[0]
     if in_batch:
         parts = [users @ positives.T]

@@ -14,4 +14,4 @@ class MF(Recommender):
         return self.user_embedding.weight, self.item_embedding.weight
 
     def encode(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
-        return self.ego(users, items)
+        return self.user_embedding(users), self.item_embedding(items)
