@@ -50,7 +50,7 @@ def propagation_floor(train, layers: int, n_batches: int, fastest: bool, repeats
     ``True``: the library's own ``sparse_product`` (addmm into a reused buffer, no zero-fill or copy),
     the fastest bare product we know, so the ratio to it is the overhead of everything else.
     """
-    operator = SparseOperator(normalized_adjacency(train), symmetric=True)
+    operator = SparseOperator.from_scipy(normalized_adjacency(train), symmetric=True)
     table = torch.randn(sum(train.shape), 64)
     out = torch.empty_like(table)
 

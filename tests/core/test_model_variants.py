@@ -110,9 +110,10 @@ def test_full_propagation_gradients_match_dense_autograd(alpha: tuple[float, flo
 
 
 @pytest.mark.parametrize(
-    ("side", "alpha"), [("both", (0.25, 0.75)), ("user", (0.5, 0.5)), ("item", (0.5, 0.0))]
+    ("side", "alpha", "layers"),
+    [("both", (0.25, 0.75), 1), ("both", (0.25, 0.75), 3), ("user", (0.5, 0.5), 1), ("item", (0.5, 0.0), 1)],
 )
-def test_local_encoding_is_exact_without_symmetry(side: str, alpha: tuple[float, float]) -> None:
+def test_local_encoding_is_exact_without_symmetry(side: str, alpha: tuple[float, float], layers: int) -> None:
     """The batch-local path uses adjacency rows and their own transpose: exact for asymmetric Â too."""
     train = _random_train(4)
     rng = np.random.default_rng(1)
@@ -121,7 +122,7 @@ def test_local_encoding_is_exact_without_symmetry(side: str, alpha: tuple[float,
     outputs = []
     for propagation in ("full", "local"):
         torch.manual_seed(3)
-        model = LightGCN(train, dim=6, n_layers=1, propagation=propagation, side=side, alpha=alpha)
+        model = LightGCN(train, dim=6, n_layers=layers, propagation=propagation, side=side, alpha=alpha)
         u, i = model.encode(users, items)
         weights = torch.linspace(-1, 1, u.numel()).reshape(u.shape)
         ((u * weights).sum() + (i**2).sum()).backward()

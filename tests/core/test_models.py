@@ -50,7 +50,8 @@ def test_lightgcn_forward_matches_dense_mean_of_layers(layers: int) -> None:
     np.testing.assert_allclose(items.numpy(), expected[2:], rtol=1e-5, atol=1e-7)
 
 
-def test_local_one_layer_encoding_equals_full_values_and_gradients() -> None:
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_local_encoding_equals_full_values_and_gradients(layers: int) -> None:
     rng = np.random.default_rng(1)
     train = sp.random(40, 30, density=0.15, random_state=2, format="csr", dtype=np.float32)
     train.data[:] = 1
@@ -59,7 +60,7 @@ def test_local_one_layer_encoding_equals_full_values_and_gradients() -> None:
     grads = []
     for propagation in ("full", "local"):
         torch.manual_seed(3)
-        model = LightGCN(train, dim=8, n_layers=1, propagation=propagation)
+        model = LightGCN(train, dim=8, n_layers=layers, propagation=propagation)
         assert model.local == (propagation == "local")
         u, i = model.encode(users, items)
         weights = torch.linspace(-1, 1, u.numel()).reshape(u.shape)
@@ -81,8 +82,8 @@ def test_mf_encode_is_ego_and_build_model() -> None:
     assert isinstance(build_model("lightgcn", _train(), n_layers=2), LightGCN)
     with pytest.raises(ValueError, match="unknown model"):
         build_model("gru4rec", _train())
-    with pytest.raises(ValueError, match="one layer"):
-        LightGCN(_train(), n_layers=2, propagation="local")
+    with pytest.raises(ValueError, match="at least one layer"):
+        LightGCN(_train(), n_layers=0, propagation="local")
 
 
 def test_xavier_uniform_init_bounds() -> None:

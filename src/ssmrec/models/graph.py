@@ -14,6 +14,7 @@ the forward on Gowalla); here the transpose is built once, and for a symmetric `
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -97,13 +98,33 @@ class _SparseMatmul(torch.autograd.Function):
         return None, None, sparse_product(ctx.matrix_t, grad_output.contiguous())
 
 
+@dataclass(frozen=True)
 class SparseOperator:
-    """A constant sparse matrix with its transpose cached, applied with :func:`SparseOperator.matmul`."""
+    """A constant sparse CSR matrix with its transpose cached, applied with :func:`SparseOperator.matmul`."""
 
-    def __init__(self, matrix: sp.csr_matrix, symmetric: bool = False) -> None:
-        self.shape = matrix.shape
-        self.matrix = to_torch_csr(matrix)
-        self.matrix_t = self.matrix if symmetric else to_torch_csr(matrix.T.tocsr())
+    matrix: Tensor
+    matrix_t: Tensor
+
+    @classmethod
+    def from_scipy(cls, matrix: sp.csr_matrix, symmetric: bool = False) -> SparseOperator:
+        """The operator of ``matrix``; a symmetric matrix is its own transpose (stored once)."""
+        torch_matrix = to_torch_csr(matrix)
+        return cls(torch_matrix, torch_matrix if symmetric else to_torch_csr(matrix.T.tocsr()))
+
+    @classmethod
+    def transposed_pair(
+        cls, matrix: sp.csr_matrix, transpose: sp.csr_matrix
+    ) -> tuple[SparseOperator, SparseOperator]:
+        """Operators of ``matrix`` and of ``transpose`` (= matrixᵀ, e.g. the two off-diagonal blocks of
+        a symmetric Â), sharing their two CSR tensors."""
+        if transpose.shape != (matrix.shape[1], matrix.shape[0]):
+            raise ValueError(f"a {transpose.shape} matrix is not the transpose of a {matrix.shape} one")
+        forward, backward = to_torch_csr(matrix), to_torch_csr(transpose)
+        return cls(forward, backward), cls(backward, forward)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.matrix.shape[0]), int(self.matrix.shape[1]))
 
     def matmul(self, dense: Tensor) -> Tensor:
         return _SparseMatmul.apply(self.matrix, self.matrix_t, dense)

@@ -35,7 +35,7 @@ class NGCF(Recommender):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.n_layers = n_layers
         self.dropout = dropout
-        self._operator = SparseOperator(normalized_adjacency(train), symmetric=True)
+        self._operator = SparseOperator.from_scipy(normalized_adjacency(train), symmetric=True)
         self.sum_transforms = nn.ModuleList(nn.Linear(dim, dim) for _ in range(n_layers))  # W₁
         self.product_transforms = nn.ModuleList(nn.Linear(dim, dim) for _ in range(n_layers))  # W₂
         for layer in (*self.sum_transforms, *self.product_transforms):
