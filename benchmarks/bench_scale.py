@@ -127,10 +127,19 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200, help="batches timed (0: the whole epoch)")
     parser.add_argument("--eval-users", type=int, default=20_000, help="users ranked (0: all test users)")
     parser.add_argument("--name", default="scale", help="results/<name>.json and .md")
+    parser.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="leave malloc as it is (the CLI, and this script by default, apply ssmrec.runtime)",
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size, print JSON
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(measure(args.users, args.items, args.one, args.batches, args.eval_users)))
+        from ssmrec.runtime import retain_freed_memory
+
+        retained = False if args.glibc_defaults else retain_freed_memory()
+        row = measure(args.users, args.items, args.one, args.batches, args.eval_users)
+        print(json.dumps({**row, "retain_freed_memory": retained}))
         return
 
     from _results import write_results
@@ -142,6 +151,7 @@ def main() -> None:
         command = [sys.executable, __file__, "--one", str(count), "--users", str(args.users),
                    "--items", str(args.items), "--batches", str(args.batches),
                    "--eval-users", str(args.eval_users)]  # fmt: skip
+        command += ["--glibc-defaults"] if args.glibc_defaults else []
         print(f"{count:,} interactions ...", file=sys.stderr, flush=True)
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -171,7 +181,11 @@ def main() -> None:
             f"{row['seconds_per_batch'] / base['seconds_per_batch']:.2f}, evaluation × "
             f"{row['eval_seconds'] / base['eval_seconds']:.2f}"
         )
-    lines.append(f"\nCommand: `{report['command']}`; torch threads {rows[0]['torch_threads']}.")
+    retained = rows[0]["retain_freed_memory"]
+    lines.append(
+        f"\nCommand: `{report['command']}`; torch threads {rows[0]['torch_threads']}; freed memory: "
+        + ("kept for reuse (ssmrec.runtime, as the CLI)." if retained else "glibc defaults.")
+    )
     markdown = "\n".join(lines) + "\n"
     write_results(args.name, report, markdown)
 

@@ -26,6 +26,7 @@ from ssmrec.config import resolve_config
 from ssmrec.data import DataSpec, load_dataset
 from ssmrec.models.graph import SparseOperator, normalized_adjacency, sparse_product
 from ssmrec.rundir import environment
+from ssmrec.runtime import retain_freed_memory
 from ssmrec.sampling import TrainingPairs
 from ssmrec.train import (
     build_model_for,
@@ -112,6 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as the command-line tool does
     np.random.seed(0)
     data = load_dataset(DataSpec(path=args.data, valid_ratio=0.0))
     rows = [time_epoch(name, WORKLOADS[name], data, args.epochs) for name in args.workloads.split(",")]

@@ -17,6 +17,7 @@ from ssmrec import __version__
 from ssmrec.config import PRESETS, PROTOCOLS, read_config_file, resolve_config
 from ssmrec.errors import SsmrecError
 from ssmrec.grid import add_grid_parser
+from ssmrec.runtime import retain_freed_memory
 
 
 def _boolean(text: str) -> bool:
@@ -249,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    retain_freed_memory()  # large-table steps reuse freed memory instead of faulting in fresh pages
     try:
         return args.handler(args)
     except (SsmrecError, FileExistsError) as error:
