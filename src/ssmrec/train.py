@@ -11,7 +11,9 @@ import copy
 import dataclasses
 import logging
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -315,6 +317,23 @@ def train(config: TrainConfig, data: Interactions | None = None) -> TrainResult:
         handler.close()
 
 
+def _sigterm_interrupts() -> tuple[bool, Any]:
+    """Make SIGTERM raise ``KeyboardInterrupt``; returns whether it did, and the handler to restore.
+
+    So ``kill`` or a job scheduler's stop request finalises a run (best weights, final metrics) as
+    Ctrl-C does, instead of leaving it without them. Handlers can only be installed from the main
+    thread; elsewhere SIGTERM keeps its meaning.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False, None
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return True, signal.SIG_DFL if previous is None else previous  # None: a handler not set from Python
+
+
 def _stop_reason(stopped_early: bool, interrupted: bool, out_of_time: bool) -> str:
     """Why training ended, for final_metrics.json and the grid table."""
     if interrupted:
@@ -352,7 +371,8 @@ def _train(config: TrainConfig, data: Interactions, run: RunDir, started: float)
     train_seconds = 0.0
     interrupted, completed, out_of_time = False, 0, False
     budget = None if config.max_minutes is None else time.perf_counter() + 60 * config.max_minutes
-    try:  # Ctrl-C ends training but still finalises the run with the best weights so far
+    sigterm_installed, previous_sigterm = _sigterm_interrupts()
+    try:  # Ctrl-C or SIGTERM ends training but still finalises the run with the best weights so far
         for epoch in range(1, config.epochs + 1):
             tick = time.perf_counter()
             objective.begin_epoch(EpochContext(epoch, model, data.train))
@@ -410,6 +430,9 @@ def _train(config: TrainConfig, data: Interactions, run: RunDir, started: float)
     except KeyboardInterrupt:
         interrupted, epoch = True, completed
         logger.warning("interrupted: finishing the run with the best weights so far (epoch %d)", best_epoch)
+    finally:
+        if sigterm_installed:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     if not history:
         run.save_weights(best_state)
     model.load_state_dict(best_state)

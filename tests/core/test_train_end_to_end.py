@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +156,30 @@ def test_ctrl_c_finishes_the_run_with_the_best_weights(
     best = max(records, key=lambda r: r["recall@20"])
     assert final["best_epoch"] == best["epoch"]
     assert final["test"]["recall@20"] == pytest.approx(best["recall@20"], rel=1e-9)
+
+
+def test_sigterm_finishes_the_run_like_ctrl_c_and_restores_the_handler(
+    planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssmrec.train as training
+
+    assert threading.current_thread() is threading.main_thread()  # else train() leaves SIGTERM alone
+    real_epoch = training.train_one_epoch
+    calls = {"n": 0}
+
+    def terminate_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_epoch(*args, **kwargs)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(training, "train_one_epoch", terminate_third)
+    final = _train(planted, tmp_path / "run", "--epochs", "10", "--protocol", "paper")
+    assert final["interrupted"] is True and final["stopped_by"] == "interrupted"
+    assert final["epochs_run"] in (2, 3)  # the signal lands during or right after the third epoch
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_time_budget_stops_after_the_epoch_that_passes_it_and_evaluates_it(
