@@ -46,14 +46,7 @@ def measure(n_users: int, n_items: int, n_interactions: int, batches: int, eval_
     from ssmrec.data.synthetic import synthetic_interactions
     from ssmrec.evaluate import evaluate_ranking
     from ssmrec.sampling import TrainingPairs
-    from ssmrec.train import (
-        build_model_for,
-        build_objective,
-        build_optimizer,
-        build_sampler_for,
-        seed_everything,
-        train_one_epoch,
-    )
+    from ssmrec.train import build_training, seed_everything, train_one_epoch
 
     tick = time.perf_counter()
     data = synthetic_interactions(n_users, n_items, n_interactions, seed=0)
@@ -61,10 +54,7 @@ def measure(n_users: int, n_items: int, n_interactions: int, batches: int, eval_
     config = resolve_config(flag_values={"preset": "ssm-gowalla", "progress": False})
     rng = seed_everything(config.seed)
     tick = time.perf_counter()
-    model = build_model_for(config, data)
-    objective = build_objective(config)
-    optimizer = build_optimizer(model, objective, config)
-    sampler = build_sampler_for(config, data)
+    setup = build_training(config, data)
     build_seconds = time.perf_counter() - tick
 
     all_pairs = TrainingPairs(data.train)
@@ -78,7 +68,7 @@ def measure(n_users: int, n_items: int, n_interactions: int, batches: int, eval_
         )
     pairs = TrainingPairs(sample)
     tick = time.perf_counter()
-    train_one_epoch(model, objective, optimizer, pairs, sampler, rng, config, "scale")
+    train_one_epoch(setup.model, setup.objective, setup.optimizer, pairs, setup.sampler, rng, config, "scale")
     train_seconds = time.perf_counter() - tick
     per_batch = train_seconds / pairs.n_batches(config.batch_size)
 
@@ -86,7 +76,7 @@ def measure(n_users: int, n_items: int, n_interactions: int, batches: int, eval_
     chosen = test_users
     if 0 < eval_users < len(test_users):
         chosen = np.sort(rng.choice(test_users, eval_users, replace=False))
-    users, items = model.representations()
+    users, items = setup.model.representations()
     tick = time.perf_counter()
     metrics = evaluate_ranking(
         users[torch.from_numpy(chosen)], items, data.test[chosen], exclude=[data.train[chosen]], ks=(20,)

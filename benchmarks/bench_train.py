@@ -28,14 +28,7 @@ from ssmrec.models.graph import SparseOperator, normalized_adjacency, sparse_pro
 from ssmrec.rundir import environment
 from ssmrec.runtime import retain_freed_memory
 from ssmrec.sampling import TrainingPairs
-from ssmrec.train import (
-    build_model_for,
-    build_objective,
-    build_optimizer,
-    build_sampler_for,
-    seed_everything,
-    train_one_epoch,
-)
+from ssmrec.train import build_training, seed_everything, train_one_epoch
 
 WORKLOADS = {
     "lightgcn3-bpr": {"preset": "bpr-gowalla"},
@@ -74,11 +67,9 @@ def propagation_floor(train, layers: int, n_batches: int, fastest: bool, repeats
 def time_epoch(name: str, overrides: dict, data, epochs: int) -> dict:
     config = resolve_config(flag_values={**overrides, "progress": False})
     rng = seed_everything(config.seed)
-    model = build_model_for(config, data)
-    objective = build_objective(config)
-    optimizer = build_optimizer(model, objective, config)
+    setup = build_training(config, data)
+    model, objective, optimizer, sampler = setup.model, setup.objective, setup.optimizer, setup.sampler
     pairs = TrainingPairs(data.train)
-    sampler = build_sampler_for(config, data)
     seconds = []
     for epoch in range(epochs):
         tick = time.perf_counter()

@@ -26,15 +26,7 @@ from ssmrec.config import resolve_config
 from ssmrec.data import DataSpec, load_dataset
 from ssmrec.defaults import LOSS_DEFAULTS
 from ssmrec.sampling import TrainingPairs
-from ssmrec.train import (
-    batch_loss,
-    build_model_for,
-    build_objective,
-    build_optimizer,
-    build_sampler_for,
-    optimizer_step,
-    seed_everything,
-)
+from ssmrec.train import batch_loss, build_training, optimizer_step, seed_everything
 
 
 def main() -> None:
@@ -59,8 +51,8 @@ def main() -> None:
         flags[key] = yaml.safe_load(value)
     config = resolve_config(flag_values=flags)
     rng = seed_everything(0)
-    model, objective = build_model_for(config, data), build_objective(config)
-    optimizer, sampler = build_optimizer(model, objective, config), build_sampler_for(config, data)
+    setup = build_training(config, data)
+    model, objective, optimizer, sampler = setup.model, setup.objective, setup.optimizer, setup.sampler
     batches = TrainingPairs(data.train).batches(config.batch_size, rng)
 
     def step() -> tuple[float, float, float, float]:

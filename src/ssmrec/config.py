@@ -26,6 +26,7 @@ from ssmrec.defaults import (
     MODELS,
     NEGATIVES,
     SAMPLED_SOFTMAX,
+    SOFTMAX_CHUNK,
     SOFTMAX_FAMILY,
     loss_option,
 )
@@ -66,7 +67,7 @@ class TrainConfig:
     positive_temperature: float | None = None
     margin: float | None = None
     negative_weight: float | None = None
-    softmax_chunk_size: int | None = 512
+    softmax_chunk_size: int | None = SOFTMAX_CHUNK
     adaptive_warmup: int = 10
     adaptive_scale: float = 1.0
     reg: float = 1e-5

@@ -34,6 +34,10 @@ NEGATIVES = ("in-batch", "uniform", "popularity", "shared", "mixed")
 EXCLUDE = ("none", "duplicates", "train")
 LOGQ = ("none", "standard", "corrected")
 
+SOFTMAX_CHUNK = 512
+"""Columns per chunk of the softmax losses' log-sum-exp (:mod:`ssmrec.losses.logsumexp` has the
+measurement behind it)."""
+
 _POINTWISE: dict[str, Any] = {
     "negatives": "uniform",
     "num_negatives": 4,

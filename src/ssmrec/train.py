@@ -135,6 +135,25 @@ def build_model_for(config: TrainConfig, data: Interactions) -> Recommender:
     )
 
 
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What a training run steps with; :func:`build_training` is the one way to build it."""
+
+    model: Recommender
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    sampler: NegativeSampler
+
+
+def build_training(config: TrainConfig, data: Interactions) -> TrainingSetup:
+    """Model, loss, Adam and negative sampler of ``config`` (built in this order: the model's random
+    initialisation comes first, so a seed gives the same weights whatever the loss)."""
+    model = build_model_for(config, data)
+    objective = build_objective(config)
+    optimizer = build_optimizer(model, objective, config)
+    return TrainingSetup(model, objective, optimizer, build_sampler_for(config, data))
+
+
 def load_run(
     path: str | Path, data: Interactions | None = None
 ) -> tuple[TrainConfig, Interactions, Recommender]:
@@ -350,11 +369,9 @@ def _train(config: TrainConfig, data: Interactions, run: RunDir, started: float)
     run.write_json(ENVIRONMENT, environment())
     selection = config.selection_split
     torch.manual_seed(config.seed)
-    model = build_model_for(config, data)
-    objective = build_objective(config)
-    optimizer = build_optimizer(model, objective, config)
+    setup = build_training(config, data)
+    model, objective, optimizer, sampler = setup.model, setup.objective, setup.optimizer, setup.sampler
     pairs = TrainingPairs(data.train)
-    sampler = build_sampler_for(config, data)
     logger.info(
         "model %s, loss %s, %d training pairs, %d batches of %d per epoch",
         config.model if config.model == "mf" else f"{config.model} ({config.layers} layers)",

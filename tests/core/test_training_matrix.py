@@ -20,9 +20,8 @@ from ssmrec.losses import EpochContext
 from ssmrec.sampling import TrainingPairs
 from ssmrec.train import (
     build_model_for,
-    build_objective,
     build_optimizer,
-    build_sampler_for,
+    build_training,
     seed_everything,
     train_one_epoch,
 )
@@ -42,10 +41,8 @@ TRAIN = _tiny_train()
 def _one_epoch(config: TrainConfig) -> tuple[float, torch.nn.Module, torch.nn.Module]:
     data = SimpleNamespace(train=TRAIN)
     rng = seed_everything(config.seed)
-    model = build_model_for(config, data)  # type: ignore[arg-type]
-    objective = build_objective(config)
-    optimizer = build_optimizer(model, objective, config)
-    sampler = build_sampler_for(config, data)  # type: ignore[arg-type]
+    setup = build_training(config, data)  # type: ignore[arg-type]
+    model, objective, optimizer, sampler = setup.model, setup.objective, setup.optimizer, setup.sampler
     before = [p.detach().clone() for p in model.parameters()]
     objective.begin_epoch(EpochContext(1, model, TRAIN))
     loss = train_one_epoch(model, objective, optimizer, TrainingPairs(TRAIN), sampler, rng, config, "test")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ssmrec.defaults import LOSSES, loss_option
+from ssmrec.defaults import LOSSES, SOFTMAX_CHUNK, loss_option
 from ssmrec.losses.adaptive import AdaptiveTemperatureLoss
 from ssmrec.losses.base import EpochContext, Objective, l2_penalty, similarity
 from ssmrec.losses.bpr import BPRLoss
@@ -35,7 +35,7 @@ def build_loss(
     positive_temperature: float | None = None,
     margin: float | None = None,
     negative_weight: float | None = None,
-    chunk_size: int | None = 512,
+    chunk_size: int | None = SOFTMAX_CHUNK,
     adaptive_warmup: int = 10,
     adaptive_scale: float = 1.0,
 ) -> Objective:

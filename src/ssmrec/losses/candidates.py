@@ -29,9 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssmrec.batch import Batch
+from ssmrec.defaults import EXCLUDE
 from ssmrec.losses.base import Similarity
-
-EXCLUDE = ("none", "duplicates", "train")
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-DEFAULT_CHUNK = 512
-"""Columns per chunk; see the module doc for the measurement behind it."""
-
 Temperature = float | Tensor
 
 

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssmrec.batch import Batch
+from ssmrec.defaults import SOFTMAX_CHUNK
 from ssmrec.losses.base import Reduction, Similarity, reduce
-from ssmrec.losses.logsumexp import DEFAULT_CHUNK, chunked_logsumexp
+from ssmrec.losses.logsumexp import chunked_logsumexp
 from ssmrec.losses.ssm import SampledSoftmaxLoss
 
 
@@ -36,7 +37,7 @@ class FullSoftmaxLoss(SampledSoftmaxLoss):
         exclude: str = "none",
         positive_in_denominator: bool = True,
         learn_temperature: bool = False,
-        chunk_size: int | None = DEFAULT_CHUNK,
+        chunk_size: int | None = SOFTMAX_CHUNK,
     ) -> None:
         super().__init__(
             temperature=temperature,

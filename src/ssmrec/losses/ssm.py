@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssmrec.batch import Batch
-from ssmrec.defaults import LOGQ
+from ssmrec.defaults import LOGQ, SOFTMAX_CHUNK
 from ssmrec.losses.base import Objective, Reduction, Similarity, masked_logsumexp, reduce
 from ssmrec.losses.candidates import EXCLUDE, Candidates, exclusion_mask, normalized_inputs, score_candidates
-from ssmrec.losses.logsumexp import DEFAULT_CHUNK, Temperature, chunked_logsumexp
+from ssmrec.losses.logsumexp import Temperature, chunked_logsumexp
 
 
 def _column(value: Temperature) -> Temperature:
@@ -141,9 +141,9 @@ class SampledSoftmaxLoss(Objective):
             drop_rows, drop_columns = np.nonzero(excluded.numpy())
         if not self.positive_in_denominator:
             diagonal = np.arange(size, dtype=np.int64)
-            drop_rows = np.concatenate([drop_rows.astype(np.int64), diagonal])
-            drop_columns = np.concatenate([drop_columns.astype(np.int64), diagonal])
-        log_sum = chunked_logsumexp(users, columns, tau, drop_rows, drop_columns, DEFAULT_CHUNK)
+            drop_rows = np.concatenate([drop_rows, diagonal])
+            drop_columns = np.concatenate([drop_columns, diagonal])
+        log_sum = chunked_logsumexp(users, columns, tau, drop_rows, drop_columns, SOFTMAX_CHUNK)
         rows = log_sum - (users * positives).sum(dim=-1) / tau
         # a row whose every column is dropped carries no signal (its log-sum is −inf)
         return torch.where(torch.isfinite(log_sum), rows, torch.zeros_like(rows))

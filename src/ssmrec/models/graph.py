@@ -122,10 +122,6 @@ class SparseOperator:
         forward, backward = to_torch_csr(matrix), to_torch_csr(transpose)
         return cls(forward, backward), cls(backward, forward)
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (int(self.matrix.shape[0]), int(self.matrix.shape[1]))
-
     def matmul(self, dense: Tensor) -> Tensor:
         return _SparseMatmul.apply(self.matrix, self.matrix_t, dense)
 
