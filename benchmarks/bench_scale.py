@@ -7,7 +7,7 @@ in-batch SSM) and reports, each timed separately:
 
 * data generation and graph construction;
 * training: ``--batches`` batches timed through the library's own epoch loop
-  (:func:`ssmrec.train.train_one_epoch` over a random sample of that many batches of training pairs;
+  (:func:`ssmrec.experiment.train_one_epoch` over a random sample of that many batches of training pairs;
   the model, optimiser and graph are the full-size ones), and the per-batch time × the epoch's batch
   count as the projected full epoch (``--batches 0``: the whole epoch, measured);
 * evaluation: exact full ranking (all 1 M items) for ``--eval-users`` random test users, and the
@@ -45,8 +45,8 @@ def measure(n_users: int, n_items: int, n_interactions: int, batches: int, eval_
     from ssmrec.config import resolve_config
     from ssmrec.data.synthetic import synthetic_interactions
     from ssmrec.evaluate import evaluate_ranking
+    from ssmrec.experiment import build_training, seed_everything, train_one_epoch
     from ssmrec.sampling import TrainingPairs
-    from ssmrec.train import build_training, seed_everything, train_one_epoch
 
     tick = time.perf_counter()
     data = synthetic_interactions(n_users, n_items, n_interactions, seed=0)

@@ -24,11 +24,11 @@ from _results import write_results
 
 from ssmrec.config import resolve_config
 from ssmrec.data import DataSpec, load_dataset
+from ssmrec.experiment import build_training, seed_everything, train_one_epoch
 from ssmrec.models.graph import SparseOperator, normalized_adjacency, sparse_product
 from ssmrec.rundir import environment
 from ssmrec.runtime import retain_freed_memory
 from ssmrec.sampling import TrainingPairs
-from ssmrec.train import build_training, seed_everything, train_one_epoch
 
 WORKLOADS = {
     "lightgcn3-bpr": {"preset": "bpr-gowalla"},

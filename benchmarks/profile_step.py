@@ -25,9 +25,9 @@ from ssmrec.batch import Batch
 from ssmrec.config import resolve_config
 from ssmrec.data import DataSpec, load_dataset
 from ssmrec.defaults import LOSS_DEFAULTS
+from ssmrec.experiment import batch_loss, build_training, optimizer_step, seed_everything
 from ssmrec.models import LightGCN
 from ssmrec.sampling import TrainingPairs
-from ssmrec.train import batch_loss, build_training, optimizer_step, seed_everything
 
 
 def main() -> None:

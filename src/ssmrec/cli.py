@@ -127,7 +127,7 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ssmrec.train import train
+    from ssmrec.experiment import train
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     file_values = read_config_file(args.config) if args.config else {}
@@ -142,7 +142,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ssmrec.train import PAPER_PROTOCOL_NOTE, evaluate_split, load_run
+    from ssmrec.experiment import PAPER_PROTOCOL_NOTE, evaluate_split, load_run
 
     config, data, model = load_run(args.run_dir)
     splits = [s for s in args.splits.split(",") if s]

@@ -1,6 +1,6 @@
 """``ssmrec grid``: train every model × loss combination, one after another, and tabulate the results.
 
-Each cell is an ordinary :func:`ssmrec.train.train` run in ``<output>/<model>-<loss>/``. A cell whose
+Each cell is an ordinary :func:`ssmrec.experiment.train` run in ``<output>/<model>-<loss>/``. A cell whose
 ``final_metrics.json`` exists is finished and is skipped when the grid runs again (after checking that
 its recorded config is the one the grid would use now: a changed setting is an error, not a silently
 stale row). A cell directory without ``final_metrics.json`` is an interrupted or failed run: it is
@@ -206,7 +206,7 @@ def run_grid(spec: GridSpec, note: Any = None) -> list[CellResult]:
     ``note(message)`` reports progress (default: the ``ssmrec`` logger). Every cell's config is
     resolved (and validated) before the first one trains.
     """
-    from ssmrec import train as training  # torch is imported only when a grid actually runs
+    from ssmrec import experiment as training  # torch is imported only when a grid actually runs
 
     say = note or logger.info
     cells = [(model, loss, cell_config(spec, model, loss)) for model in spec.models for loss in spec.losses]
@@ -308,8 +308,8 @@ def write_tables(
     spec: GridSpec, results: list[CellResult], cells: list[tuple[str, str, TrainConfig]]
 ) -> None:
     """Rewrite ``grid.md`` and ``grid.csv`` (atomically) from the cells known so far."""
+    from ssmrec.experiment import PAPER_PROTOCOL_NOTE
     from ssmrec.rundir import atomic_write_bytes
-    from ssmrec.train import PAPER_PROTOCOL_NOTE
 
     rows = table_rows(results, cells)
     buffer = io.StringIO()

@@ -9,6 +9,7 @@ leaves either the previous complete file or the new complete file, never half of
     metrics.jsonl        one record per evaluation (rewritten whole on each evaluation)
     final_metrics.json   best-epoch metrics on valid and test
     model.safetensors    best weights (tensors only; loading never unpickles objects)
+    id_maps.json         original user and item ids of every index ({"users": [...], "items": [...]})
     train.log            human-readable log
 """
 
@@ -37,6 +38,7 @@ METRICS = "metrics.jsonl"
 FINAL = "final_metrics.json"
 WEIGHTS = "model.safetensors"
 LOG = "train.log"
+ID_MAPS = "id_maps.json"
 
 
 def _file_mode() -> int:
@@ -97,6 +99,15 @@ def data_fingerprint(data: Interactions) -> dict[str, Any]:
         "counts": data.counts(),
         "report": dataclasses.asdict(data.report),
     }
+
+
+def id_maps(data: Interactions) -> dict[str, list[Any]]:
+    """Index -> original id of every user and item, as JSON lists (ints stay ints, strings strings).
+
+    A run that keeps them can speak the dataset's own ids (export, recommendations) without the data
+    layer's reading options; the index of ``users[u]`` is ``u``.
+    """
+    return {"users": data.user_ids.tolist(), "items": data.item_ids.tolist()}
 
 
 class RunDir:

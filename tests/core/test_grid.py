@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import write_clustered
 
-import ssmrec.train
+import ssmrec.experiment
 from ssmrec.cli import main
 from ssmrec.errors import ConfigError
 from ssmrec.grid import GridSpec, cell_config, validate_grid_file
@@ -82,13 +82,13 @@ def test_grid_runs_tabulates_and_resumes(tmp_path: Path, monkeypatch: pytest.Mon
     assert not list(output.glob("**/.*.tmp"))  # tables are written atomically
 
     calls: list[str] = []
-    real_train = ssmrec.train.train
+    real_train = ssmrec.experiment.train
 
     def counting(config, data=None):
         calls.append(config.name)
         return real_train(config, data)
 
-    monkeypatch.setattr(ssmrec.train, "train", counting)
+    monkeypatch.setattr(ssmrec.experiment, "train", counting)
     assert _grid(tmp_path / "data", output, config) == 0
     assert calls == []  # every cell was finished: nothing retrains
     assert {r["status"] for r in csv.DictReader((output / "grid.csv").open())} == {"finished"}
@@ -117,8 +117,8 @@ def test_grid_keeps_going_after_a_failing_cell(
             raise RuntimeError("out of memory")
         return real_train(config, data)
 
-    real_train = ssmrec.train.train
-    monkeypatch.setattr(ssmrec.train, "train", failing)
+    real_train = ssmrec.experiment.train
+    monkeypatch.setattr(ssmrec.experiment, "train", failing)
     argv = ["grid", "--data", str(tmp_path / "data"), "--models", "mf", "--losses", "bpr,ssm",
             "--epochs", "1", "--output", str(tmp_path / "g"), "--config", str(config),
             "--no-progress"]  # fmt: skip
@@ -138,7 +138,7 @@ def test_grid_cli_errors(tmp_path: Path, capsys) -> None:
 def test_ctrl_c_stops_the_grid_and_the_interrupted_cell_is_rerun(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ssmrec.train as training
+    import ssmrec.experiment as training
 
     write_clustered(tmp_path / "data", 50, 4, 2)
     config = tmp_path / "grid.toml"

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from ssmrec.batch import Batch
+from ssmrec.experiment import batch_loss, optimizer_step
 from ssmrec.losses import (
     AdaptiveTemperatureLoss,
     BCELoss,
@@ -25,7 +26,6 @@ from ssmrec.losses import (
 )
 from ssmrec.models import MF
 from ssmrec.sampling import TrainingSet
-from ssmrec.train import batch_loss, optimizer_step
 
 # Three users, three positives. Dot scores S = U Pᵀ by hand:
 #   u1=(1,0): [1, 0, -1]    u2=(0,1): [0, 2, 0]    u3=(1,1): [1, 2, -1]    (diagonal: the positives)

@@ -69,8 +69,11 @@ def test_lightgcn_ssm_beats_popularity_and_writes_a_complete_run(planted: Path, 
         "metrics.jsonl",
         "final_metrics.json",
         "model.safetensors",
+        "id_maps.json",
         "train.log",
     }  # fmt: skip; no temp files left behind
+    maps = json.loads((run / "id_maps.json").read_text())
+    assert maps["users"] == data.user_ids.tolist() and maps["items"] == data.item_ids.tolist()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))
     for record in records:
@@ -138,7 +141,7 @@ def test_cli_errors_are_one_line(planted: Path, tmp_path: Path, capsys) -> None:
 def test_ctrl_c_finishes_the_run_with_the_best_weights(
     planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ssmrec.train as training
+    import ssmrec.experiment as training
 
     real_epoch = training.train_one_epoch
     calls = {"n": 0}
@@ -161,7 +164,7 @@ def test_ctrl_c_finishes_the_run_with_the_best_weights(
 def test_sigterm_finishes_the_run_like_ctrl_c_and_restores_the_handler(
     planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ssmrec.train as training
+    import ssmrec.experiment as training
 
     assert threading.current_thread() is threading.main_thread()  # else train() leaves SIGTERM alone
     real_epoch = training.train_one_epoch
@@ -185,7 +188,7 @@ def test_sigterm_finishes_the_run_like_ctrl_c_and_restores_the_handler(
 def test_time_budget_stops_after_the_epoch_that_passes_it_and_evaluates_it(
     planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ssmrec.train as training
+    import ssmrec.experiment as training
 
     real_epoch, real_clock = training.train_one_epoch, training.time.perf_counter
     offset = {"seconds": 0.0}

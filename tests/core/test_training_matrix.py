@@ -16,15 +16,15 @@ from conftest import write_clustered
 from ssmrec.cli import main
 from ssmrec.config import TrainConfig
 from ssmrec.defaults import LOSSES, MODEL_DEFAULTS, MODELS
-from ssmrec.losses import EpochContext
-from ssmrec.sampling import TrainingPairs
-from ssmrec.train import (
+from ssmrec.experiment import (
     build_model_for,
     build_optimizer,
     build_training,
     seed_everything,
     train_one_epoch,
 )
+from ssmrec.losses import EpochContext
+from ssmrec.sampling import TrainingPairs
 
 
 def _tiny_train(n_users: int = 30, n_items: int = 25, seed: int = 0) -> sp.csr_matrix:

@@ -121,7 +121,7 @@ def analyze_run(
     seed: int = 0,
 ) -> RunAnalysis:
     """All five analyses of one loaded run on ``split`` (samples drawn from ``seed``: equal across runs)."""
-    from ssmrec.train import exclusions
+    from ssmrec.experiment import exclusions
 
     started = time.perf_counter()
     data = run.data

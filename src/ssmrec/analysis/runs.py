@@ -90,7 +90,7 @@ def open_runs(paths: list[str | Path]) -> list[AnalyzedRun]:
 
     Raises :class:`SsmrecError` for an incomplete run directory or runs on different datasets.
     """
-    from ssmrec.train import load_run
+    from ssmrec.experiment import load_run
 
     if not paths:
         raise SsmrecError("no run directories given")

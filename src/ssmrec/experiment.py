@@ -38,11 +38,13 @@ from ssmrec.rundir import (
     DATA,
     ENVIRONMENT,
     FINAL,
+    ID_MAPS,
     LOG,
     WEIGHTS,
     RunDir,
     data_fingerprint,
     environment,
+    id_maps,
 )
 from ssmrec.sampling import (
     NegativeSampler,
@@ -367,6 +369,7 @@ def _train(config: TrainConfig, data: Interactions, run: RunDir, started: float)
     run.write_json(CONFIG, config.to_dict())
     run.write_json(DATA, data_fingerprint(data))
     run.write_json(ENVIRONMENT, environment())
+    run.write_json(ID_MAPS, id_maps(data))
     selection = config.selection_split
     torch.manual_seed(config.seed)
     setup = build_training(config, data)
