@@ -18,6 +18,7 @@ from ssmrec.config import PRESETS, PROTOCOLS, read_config_file, resolve_config
 from ssmrec.errors import SsmrecError
 from ssmrec.grid import add_grid_parser
 from ssmrec.runtime import retain_freed_memory
+from ssmrec.serving.commands import add_serving_parsers
 
 
 def _boolean(text: str) -> bool:
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_evaluate)
     _add_analysis_parsers(subparsers)
     add_grid_parser(subparsers)
+    add_serving_parsers(subparsers)
     data = subparsers.add_parser("data", help="inspect datasets", description="Inspect datasets.")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     info = data_commands.add_parser(
