@@ -78,6 +78,10 @@ class ServingState:
         torch.set_num_threads(1)
         if not index:
             self.service.engine()  # built now, not on the first request
+        else:
+            import faiss
+
+            faiss.omp_set_num_threads(1)  # requests are the parallelism, as for torch
         self.item_json = export.item_ids.json
         self.user_json = export.user_ids.json
         self.metadata = _public_metadata(export, self.cache_k, max_k, index)
@@ -272,6 +276,25 @@ async def _send_json(send: Any, status: int, content: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _no_delay_protocol() -> type:
+    """uvicorn's h11 protocol with ``TCP_NODELAY`` on every connection.
+
+    h11 writes a response's headers and body separately; without ``TCP_NODELAY`` the second write
+    waits for the client's delayed ACK of the first on a keep-alive connection (measured: 44 ms per
+    request after the first, against 0.1 ms of work).
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class NoDelayH11Protocol(H11Protocol):
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            super().connection_made(transport)
+
+    return NoDelayH11Protocol
+
+
 def serve(
     target: str | Path,
     host: str = "127.0.0.1",
@@ -319,7 +342,9 @@ def serve(
     )
     if port_file:
         Path(port_file).write_text(f"{bound}\n")
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(
+        app, http=_no_delay_protocol(), log_level="warning", access_log=False, timeout_graceful_shutdown=10
+    )
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal once its own handler is
     # removed; this handler takes that re-raised signal, so a requested stop exits with status 0
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)

@@ -503,7 +503,9 @@ def load(path: str | Path) -> Export:
         raise SsmrecError(
             f"{path}: not a readable ssmrec export ({type(error).__name__}: {error})"
         ) from error
-    return from_arrays(arrays, metadata, str(path))
+    export = from_arrays(arrays, metadata, str(path))
+    export.metadata["source_path"] = str(path)  # where a saved faiss index is looked for
+    return export
 
 
 def _load_parquet(folder: Path) -> Export:
