@@ -74,7 +74,7 @@ def build_index(export: Export, kind: str, seed: int = 0) -> Index:
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        sample = items[rng.choice(n, min(n, 256 * nlist), replace=False)]
+        sample = items[rng.choice(n, min(n, 40 * nlist), replace=False)]  # k-means cost bound
         index.train(sample)
         index.nprobe = min(IVF_PROBE, nlist)
     index.add(items)
