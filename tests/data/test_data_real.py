@@ -7,9 +7,11 @@ checked as ``kept + dropped`` and ``items in train + cold items``.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import shared_dataset
 
 from ssmrec.data import DataSpec, load_dataset, read_atomic
+from ssmrec.data.spec import detect_format
 
 
 def test_gowalla_counts_exact() -> None:
@@ -21,6 +23,7 @@ def test_gowalla_counts_exact() -> None:
     assert data.user_ids.tolist() == list(range(29_858))  # contiguous source ids map to themselves
     again = load_dataset(DataSpec(path=str(shared_dataset("gowalla")), valid_ratio=0))
     assert (again.train != data.train).nnz == 0
+    assert data.options["format"] == "lightgcn"
 
 
 def test_ml100k_counts() -> None:
@@ -51,3 +54,18 @@ def test_lastfm_counts() -> None:
     assert data.train.nnz == 64_315
     assert data.valid.nnz + data.report.dropped_eval_pairs["valid"] == 9_143
     assert data.test.nnz + data.report.dropped_eval_pairs["test"] == 18_321
+
+
+def test_yelp2018_counts_exact() -> None:
+    data = load_dataset(DataSpec(path=str(shared_dataset("yelp2018")), valid_ratio=0))
+    assert (data.n_users, data.n_items) == (31_668, 38_048)
+    assert (data.train.nnz, data.test.nnz) == (1_237_259, 324_147)
+    assert data.options["format"] == "lightgcn"
+
+
+@pytest.mark.parametrize("name", ["gowalla", "yelp2018", "ml-1m-full", "lastfm"])
+def test_auto_still_reads_the_lightgcn_folders_as_lightgcn(name: str) -> None:
+    """The triples check must not change how real LightGCN folders are read (their lines vary in length)."""
+    path = shared_dataset(name)
+    assert detect_format(path) == ("lightgcn", path)
+    assert detect_format(path / "train.txt") == ("lightgcn", path)

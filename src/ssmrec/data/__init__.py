@@ -15,6 +15,8 @@ from ssmrec.data.readers import (
     read_lightgcn_file,
     read_pairs,
     read_pairs_file,
+    read_triples,
+    read_triples_file,
 )
 from ssmrec.data.registry import REGISTRY
 from ssmrec.data.spec import DataSpec, load_dataset, load_dataset_name, load_dataset_path
@@ -37,4 +39,6 @@ __all__ = [
     "read_lightgcn_file",
     "read_pairs",
     "read_pairs_file",
+    "read_triples",
+    "read_triples_file",
 ]

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import select
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +20,17 @@ import numpy as np
 
 from ssmrec.errors import DataFormatError
 
-# int64 holds every 18-digit number; longer ids are rejected instead of silently overflowing.
+# Every 18-digit number fits int64, so the vectorised paths take those; a longer token is checked
+# exactly (by value) on the slow path, so 9223372036854775807 is accepted and 2**63 is refused.
 MAX_ID_DIGITS = 18
+INT64_MAX = np.iinfo(np.int64).max
+_INT64_MAX_TEXT = str(INT64_MAX)
+
+SHOWN_CHARS = 40
+"""Longest token an error message echoes in full: a 1 MB token must not become a 1 MB message."""
+
+STREAM_WAIT_S = 30.0
+"""How long reading a FIFO waits for a process to start writing, so a FIFO nobody feeds cannot hang us."""
 
 _DIGIT, _SPACE, _NEWLINE, _DELIM = 1, 2, 3, 4
 _INT_CLASSES = np.zeros(256, dtype=np.uint8)
@@ -27,9 +39,39 @@ _INT_CLASSES[[ord(" "), ord("\t"), ord("\r")]] = _SPACE
 _INT_CLASSES[ord("\n")] = _NEWLINE
 
 
-def read_bytes(path: Path) -> bytes:
-    """The whole file; a missing or unreadable file becomes a ``DataFormatError`` (not a traceback)."""
+def shown(token: str) -> str:
+    """``repr(token)``, cut to ``SHOWN_CHARS`` characters with the full size appended when longer."""
+    if len(token) <= SHOWN_CHARS:
+        return repr(token)
+    return f"{token[:SHOWN_CHARS]!r}\u2026 ({len(token.encode('utf-8', 'surrogatepass')):,} bytes)"
+
+
+def is_stream(path: Path) -> bool:
+    """Whether ``path`` exists but is neither a regular file nor a folder (a FIFO, ``/dev/fd/N``, a device).
+
+    Such a path has no stable content: it can be read once, and only as a whole.
+    """
     try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def read_bytes(path: Path) -> bytes:
+    """The whole file; a missing or unreadable file becomes a ``DataFormatError`` (not a traceback).
+
+    A FIFO or pipe (``<(cat file)``) is read to its end, waiting at most ``STREAM_WAIT_S`` for a writer;
+    a device is read only if it is empty at once (``/dev/null``), since ``/dev/zero`` never ends.
+    """
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise DataFormatError(path, None, "is a directory, expected a file")
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            return _read_fifo(path)
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            return _read_device(path)
         return path.read_bytes()
     except FileNotFoundError:
         raise DataFormatError(path, None, "file does not exist") from None
@@ -37,6 +79,41 @@ def read_bytes(path: Path) -> bytes:
         raise DataFormatError(path, None, "is a directory, expected a file") from None
     except OSError as error:
         raise DataFormatError(path, None, f"cannot read file: {error.strerror or error}") from None
+
+
+def _read_fifo(path: Path) -> bytes:
+    # A blocking open would wait forever for a writer; non-blocking open plus poll waits a bounded time.
+    # (Linux reports no hang-up on a FIFO that never had a writer, so poll waits for the first one.)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        if not poller.poll(STREAM_WAIT_S * 1000):
+            raise DataFormatError(
+                path, None, f"no process wrote to this FIFO within {STREAM_WAIT_S:g} s (nothing to read)"
+            )
+        os.set_blocking(fd, True)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _read_device(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        first = os.read(fd, 1)
+    except BlockingIOError:
+        first = b"?"  # e.g. a terminal with nothing typed: still a device, not a data file
+    finally:
+        os.close(fd)
+    if not first:
+        return b""
+    raise DataFormatError(
+        path, None, "is a device, not a data file; to read what a program prints, use --data <(program)"
+    )
 
 
 def decode(path: Path, data: bytes) -> str:
@@ -128,18 +205,54 @@ def _parse_int_lines_slow(path: Path, text: str, delimiter: str | None) -> tuple
 def check_int_token(path: Path, line: int, token: str, what: str = "id") -> None:
     """Raise a precise error unless ``token`` is a plain non-negative integer that fits int64."""
     if token.isascii() and token.isdigit():
-        if len(token) > MAX_ID_DIGITS:
+        if len(token) > MAX_ID_DIGITS and int(token) > INT64_MAX:
             raise DataFormatError(
-                path, line, f"{what} {token!r} is too large (more than {MAX_ID_DIGITS} digits)"
+                path, line, f"{what} {shown(token)} is too large (ids must be at most {INT64_MAX}, int64)"
             )
         return
-    if token.startswith("-") and token[1:].isdigit():
-        raise DataFormatError(path, line, f"negative {what} {token!r}; ids must be non-negative integers")
-    raise DataFormatError(path, line, f"{what} {token!r} is not a non-negative integer")
+    if token.startswith("-") and token[1:].isascii() and token[1:].isdigit():
+        raise DataFormatError(
+            path, line, f"negative {what} {shown(token)}; ids must be non-negative integers"
+        )
+    raise DataFormatError(path, line, f"{what} {shown(token)} is not a non-negative integer")
+
+
+def fits_int64(column: np.ndarray) -> np.ndarray:
+    """Per token of an all-digit string array: whether its value is at most int64's maximum."""
+    lengths = np.char.str_len(column)
+    fits = lengths <= MAX_ID_DIGITS
+    if not fits.all():
+        long = ~fits
+        digits = np.char.lstrip(column[long], "0")  # leading zeros do not change the value
+        digit_lengths = np.char.str_len(digits)
+        # Same-length digit strings compare like their values.
+        fits[long] = (digit_lengths < len(_INT64_MAX_TEXT)) | (
+            (digit_lengths == len(_INT64_MAX_TEXT)) & (digits <= _INT64_MAX_TEXT)
+        )
+    return fits
+
+
+def field_counts(data: bytes, delimiter: str | None = None) -> np.ndarray:
+    """Fields on each ``\n``-terminated line (0 for a blank line), counted on the bytes, without parsing.
+
+    ``delimiter`` ``None`` counts runs of non-whitespace; otherwise a non-blank line has one field more
+    than it has delimiters. Used to tell formats apart before choosing a reader.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    blank = np.isin(buf, np.frombuffer(b" \t\r\x0b\x0c\n", dtype=np.uint8))
+    newlines = np.flatnonzero(buf == ord("\n"))
+    n_lines = len(newlines) + (0 if data.endswith(b"\n") or not data else 1)
+    starts = np.flatnonzero(np.diff((~blank).view(np.int8), prepend=np.int8(0)) == 1)
+    tokens = np.bincount(np.searchsorted(newlines, starts), minlength=n_lines)[:n_lines]
+    if delimiter is None or delimiter.isspace():
+        return tokens
+    separators = np.flatnonzero(buf == ord(delimiter))
+    per_line = np.bincount(np.searchsorted(newlines, separators), minlength=n_lines)[:n_lines]
+    return np.where((tokens > 0) | (per_line > 0), per_line + 1, 0)
 
 
 def read_table(
-    path: Path, delimiter: str | None, *, header: bool, quoting: bool
+    path: Path, delimiter: str | None, *, header: bool, quoting: bool, data: bytes | None = None
 ) -> tuple[list[str] | None, np.ndarray, np.ndarray]:
     """A delimited text table as a 2-D unicode array of fields.
 
@@ -147,8 +260,10 @@ def read_table(
     ``lines[k]`` is the 1-based file line of ``rows[k]`` (for error messages). The fast path needs no
     quotes, no blank lines and the same column count on every line; otherwise the slow path (``csv``
     module, which also handles quoted fields) parses the file and reports the first bad line.
+    ``data`` is the file's content when the caller has read it already (a stream can be read once).
     """
-    data = read_bytes(path)
+    if data is None:
+        data = read_bytes(path)
     text = decode(path, data)
     if not text.strip():
         raise DataFormatError(path, None, "file is empty")
@@ -157,7 +272,10 @@ def read_table(
     header_fields: list[str] | None = None
     if header:
         first, _, text = text.partition("\n")
-        header_fields = [field.strip() for field in _split_line(first, delimiter, quoting)]
+        try:
+            header_fields = [field.strip() for field in _split_line(first, delimiter, quoting)]
+        except csv.Error as error:
+            raise DataFormatError(path, 1, f"malformed header line: {_csv_message(error)}") from None
         if not any(header_fields):
             raise DataFormatError(path, 1, "header line is empty")
         first_line = 2
@@ -250,9 +368,17 @@ def _numbered_rows(
             return
         except csv.Error as error:
             line = first_line + reader.line_num - 1  # type: ignore[attr-defined]
-            raise DataFormatError(path, line, f"malformed line: {error}") from None
+            raise DataFormatError(path, line, f"malformed line: {_csv_message(error)}") from None
         yield first_line + previous_end, fields
         previous_end = reader.line_num  # type: ignore[attr-defined]
+
+
+def _csv_message(error: csv.Error) -> str:
+    """The csv module's message, with its field-size limit spelled out (it names no unit)."""
+    message = str(error)
+    if message.startswith("field larger than field limit"):
+        return f"a field is longer than {csv.field_size_limit():,} characters (the CSV field limit)"
+    return message
 
 
 def as_ids(path: Path, column: np.ndarray, lines: np.ndarray, what: str) -> np.ndarray:
@@ -265,17 +391,33 @@ def as_ids(path: Path, column: np.ndarray, lines: np.ndarray, what: str) -> np.n
     lengths = np.char.str_len(column)
     if (lengths == 0).any():
         raise DataFormatError(path, int(lines[np.argmax(lengths == 0)]), f"empty {what}")
-    if bool(np.char.isdigit(column).all()) and int(lengths.max()) <= MAX_ID_DIGITS:
+    if bool(np.char.isdigit(column).all()) and _all_ascii(column):
         leading_zero = np.char.startswith(column, "0") & (lengths > 1)
-        if not leading_zero.any():
+        if not leading_zero.any() and fits_int64(column).all():
             return column.astype(np.int64)
     return column
+
+
+def ascii_mask(column: np.ndarray) -> np.ndarray:
+    """Per string: all code points < 128. ``str.isdigit`` accepts non-ASCII digits ('\u0663', '\u00b2')
+    that ``int()`` and ``astype`` reject, so digit checks are combined with this one."""
+    column = np.ascontiguousarray(column, dtype=str)
+    width = column.dtype.itemsize // 4
+    if width == 0 or len(column) == 0:
+        return np.ones(len(column), dtype=bool)
+    return (column.view(np.uint32).reshape(len(column), width) < 128).all(axis=1)
+
+
+def _all_ascii(column: np.ndarray) -> bool:
+    return bool(ascii_mask(column).all())
 
 
 def as_int_ids(path: Path, column: np.ndarray, lines: np.ndarray, what: str) -> np.ndarray:
     """Non-negative int64 ids for integer-only formats; the first bad token is reported with its line."""
     column = np.char.strip(column)
-    good = np.char.isdigit(column) & (np.char.str_len(column) <= MAX_ID_DIGITS)
+    good = np.char.isdigit(column) & ascii_mask(column)
+    if good.all():
+        good = fits_int64(column)
     if not good.all():
         bad = int(np.argmax(~good))
         check_int_token(path, int(lines[bad]), str(column[bad]), what)
@@ -291,5 +433,7 @@ def as_floats(path: Path, column: np.ndarray, lines: np.ndarray, what: str) -> n
             try:
                 float(value)
             except ValueError:
-                raise DataFormatError(path, int(lines[offset]), f"{what} {value!r} is not a number") from None
+                raise DataFormatError(
+                    path, int(lines[offset]), f"{what} {shown(value)} is not a number"
+                ) from None
         raise

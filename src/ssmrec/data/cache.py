@@ -24,8 +24,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from ssmrec.data.interactions import DataReport, Interactions
+from ssmrec.errors import DataFormatError
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 """Bump whenever reading or cleaning changes what a given input produces."""
 
 _SPLITS = ("train", "valid", "test")
@@ -54,14 +55,17 @@ def downloads_dir() -> Path:
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file's content, memoised per (path, inode, size, mtime, ctime) within the process."""
     path = Path(path).resolve()
-    stat = path.stat()
-    memo_key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-    if memo_key not in _hash_memo:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-        _hash_memo[memo_key] = digest.hexdigest()
+    try:
+        stat = path.stat()
+        memo_key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        if memo_key not in _hash_memo:
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                while chunk := handle.read(1 << 22):
+                    digest.update(chunk)
+            _hash_memo[memo_key] = digest.hexdigest()
+    except OSError as error:  # hashed before parsing, so this is where an unreadable file shows first
+        raise DataFormatError(path, None, f"cannot read file: {error.strerror or error}") from None
     return _hash_memo[memo_key]
 
 

@@ -78,30 +78,70 @@ def read_lightgcn_file(path: str | Path) -> RawSplit:
 def read_lightgcn(folder: str | Path) -> RawData:
     """A LightGCN split folder: ``train.txt`` and ``test.txt`` required, ``valid.txt`` optional."""
     folder = Path(folder)
-    files = {role: folder / name for role, name in LIGHTGCN_FILES.items() if (folder / name).is_file()}
-    missing = [LIGHTGCN_FILES[role] for role in ("train", "test") if role not in files]
-    if missing:
-        raise DatasetNotFoundError(f"{folder}: LightGCN folder lacks {' and '.join(missing)}")
+    files = _split_files(folder, "LightGCN")
     return RawData("lightgcn", {role: read_lightgcn_file(path) for role, path in files.items()}, files)
 
 
+def _split_files(folder: Path, what: str) -> dict[str, Path]:
+    """Role -> existing ``train.txt``/``valid.txt``/``test.txt``; train and test are required."""
+    files = {role: folder / name for role, name in LIGHTGCN_FILES.items() if (folder / name).is_file()}
+    missing = [LIGHTGCN_FILES[role] for role in ("train", "test") if role not in files]
+    if missing:
+        raise DatasetNotFoundError(f"{folder}: {what} folder lacks {' and '.join(missing)}")
+    return files
+
+
 # --- pair files: "user,item" / "user<TAB>item" (extra columns ignored) -----------------------------------
+# --- triples: "user item rating" (SELFRec / RecBole-style train.txt, the third field a constant or a rating)
 
 
-def read_pairs_file(path: str | Path, delimiter: str | None = None) -> RawSplit:
+def read_pairs_file(path: str | Path, delimiter: str | None = None, *, data: bytes | None = None) -> RawSplit:
     """One pair file (e.g. SSM's ``gowalla.train``): integer ``user,item`` per line, extra columns ignored.
 
-    ``delimiter`` ``None`` picks ``,`` or TAB from the first line, else runs of whitespace.
+    ``delimiter`` ``None`` picks ``,`` or TAB from the first line, else runs of whitespace. ``data`` is
+    the content when the caller has read it already (a stream can be read only once).
     """
     path = Path(path)
-    data = _text.read_bytes(path)
+    users, items, _ = _read_id_columns(path, data, delimiter, triples=False)
+    return RawSplit(users=users, items=items, path=path)
+
+
+def read_triples_file(
+    path: str | Path, delimiter: str | None = None, *, data: bytes | None = None
+) -> RawSplit:
+    """One triples file: exactly ``user item rating`` per line (integer ids; the rating any number).
+
+    The rating is kept (``RawSplit.ratings``) so a rating threshold can use it; a constant third
+    field (SELFRec's ``u i 1``) just reads as rating 1. Delimiters as in ``read_pairs_file``.
+    """
+    path = Path(path)
+    users, items, ratings = _read_id_columns(path, data, delimiter, triples=True)
+    return RawSplit(users=users, items=items, ratings=ratings, path=path)
+
+
+def sniff_pair_delimiter(data: bytes) -> str | None:
+    """``,`` when the first non-blank line has one, else ``None`` (runs of whitespace, TAB included)."""
+    first = next((line for line in data.split(b"\n") if line.strip()), b"")
+    return "," if b"," in first else None  # TAB is whitespace: "u<TAB>i" splits the same either way
+
+
+def _read_id_columns(
+    path: Path, data: bytes | None, delimiter: str | None, *, triples: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Users, items and (for triples) the third column of an integer pair/triple file.
+
+    All-integer files take ``parse_int_lines`` (vectorised); anything else (a rating like 4.5, a
+    stray letter) the table path, which names the first bad field.
+    """
+    if data is None:
+        data = _text.read_bytes(path)
     text = _text.decode(path, data)
     if not text.strip():
         raise DataFormatError(path, None, "file is empty")
     if delimiter is None:
-        first = next(line for line in text.splitlines() if line.strip())
-        delimiter = "," if "," in first else "\t" if "\t" in first else None
+        delimiter = sniff_pair_delimiter(data)
     split_on = None if delimiter is None or delimiter.isspace() else delimiter
+    what = "3 columns (user, item, rating)" if triples else "at least 2 columns (user, item)"
     if _text.only_int_bytes(data, split_on):
         values, counts = _text.parse_int_lines(path, data, split_on)
         width = int(counts[counts > 0][0])
@@ -109,18 +149,21 @@ def read_pairs_file(path: str | Path, delimiter: str | None = None) -> RawSplit:
         if bad.any():
             line = int(np.argmax(bad)) + 1
             raise DataFormatError(path, line, f"expected {width} columns, found {int(counts[line - 1])}")
-        if width < 2:
-            raise DataFormatError(
-                path, int(np.argmax(counts > 0)) + 1, "expected at least 2 columns (user, item)"
-            )
+        if width < 2 or (triples and width != 3):
+            raise DataFormatError(path, int(np.argmax(counts > 0)) + 1, f"expected {what}, found {width}")
         table = values.reshape(-1, width)
-        return RawSplit(users=table[:, 0].copy(), items=table[:, 1].copy(), path=path)
-    _, rows, lines = _text.read_table(path, split_on, header=False, quoting=False)
-    if rows.shape[1] < 2:
-        raise DataFormatError(path, int(lines[0]), "expected at least 2 columns (user, item)")
+        third = table[:, 2].astype(np.float64) if triples else None
+        return table[:, 0].copy(), table[:, 1].copy(), third
+    _, rows, lines = _text.read_table(path, split_on, header=False, quoting=False, data=data)
+    if rows.shape[1] < 2 or (triples and rows.shape[1] != 3):
+        raise DataFormatError(path, int(lines[0]), f"expected {what}, found {rows.shape[1]}")
     users = _text.as_int_ids(path, rows[:, 0], lines, "user id")
     items = _text.as_int_ids(path, rows[:, 1], lines, "item id")
-    return RawSplit(users=users, items=items, path=path)
+    third = _text.as_floats(path, rows[:, 2], lines, "rating") if triples else None
+    if third is not None and not np.isfinite(third).all():
+        bad = int(np.argmax(~np.isfinite(third)))
+        raise DataFormatError(path, int(lines[bad]), f"rating {_text.shown(str(rows[bad, 2]))} is not finite")
+    return users, items, third
 
 
 def read_pairs(train_path: str | Path, delimiter: str | None = None) -> RawData:
@@ -136,6 +179,36 @@ def read_pairs(train_path: str | Path, delimiter: str | None = None) -> RawData:
     return RawData("pairs", {role: read_pairs_file(path, delimiter) for role, path in files.items()}, files)
 
 
+def read_triples(folder: str | Path, rating_threshold: float | None = None) -> RawData:
+    """A triples split folder: ``train.txt``, ``test.txt`` (+ ``valid.txt``), ``user item rating`` lines.
+
+    The same file names as LightGCN, which is why ``auto`` inspects the content (see ``spec.py``).
+    ``rating_threshold`` keeps only rows rated at least that, in every split.
+    """
+    folder = Path(folder)
+    files = _split_files(folder, "triples")
+    splits: dict[str, RawSplit] = {}
+    notes: list[str] = []
+    for role, path in files.items():
+        splits[role], note = apply_threshold(path, read_triples_file(path), rating_threshold)
+        notes += [f"{role}: {text}" for text in note]
+    return RawData("triples", splits, files, tuple(notes))
+
+
+def read_single(
+    fmt: str, path: str | Path, *, data: bytes | None = None, rating_threshold: float | None = None
+) -> RawData:
+    """One unsplit pairs or triples file (a stream, or a file named on its own): split per user later."""
+    path = Path(path)
+    if fmt == "pairs":
+        split, notes = read_pairs_file(path, data=data), ()
+    elif fmt == "triples":
+        split, notes = apply_threshold(path, read_triples_file(path, data=data), rating_threshold)
+    else:
+        raise ValueError(f"read_single reads pairs or triples, not {fmt!r}")
+    return RawData(fmt, {"all": split}, {"all": path}, notes)
+
+
 # --- header formats: RecBole atomic .inter and CSV/TSV ---------------------------------------------------
 
 
@@ -146,6 +219,8 @@ def read_atomic(
     rating_col: str | None = "rating",
     time_col: str | None = "timestamp",
     rating_threshold: float | None = None,
+    *,
+    data: bytes | None = None,
 ) -> RawData:
     """A RecBole atomic ``.inter`` file: TAB-separated, header fields ``name:type``.
 
@@ -153,21 +228,28 @@ def read_atomic(
     present; a missing rating column is an error only when ``rating_threshold`` needs it.
     """
     path = Path(path)
-    header, rows, lines = _text.read_table(path, "\t", header=True, quoting=False)
+    header, rows, lines = _text.read_table(path, "\t", header=True, quoting=False, data=data)
     assert header is not None
     names: list[str] = []
     for raw in header:
         name, colon, kind = raw.partition(":")
         if not colon:
-            raise DataFormatError(path, 1, f"header field {raw!r} lacks a type (RecBole: 'user_id:token')")
+            raise DataFormatError(
+                path, 1, f"header field {_text.shown(raw)} lacks a type (RecBole: 'user_id:token')"
+            )
         if kind not in ATOMIC_TYPES:
             raise DataFormatError(
-                path, 1, f"header field {raw!r} has unknown type {kind!r} (expected one of {ATOMIC_TYPES})"
+                path,
+                1,
+                f"header field {_text.shown(raw)} has unknown type {_text.shown(kind)} "
+                f"(expected one of {ATOMIC_TYPES})",
             )
         names.append(name)
     for role, name in (("user", user_col), ("item", item_col)):
         if name in names and header[names.index(name)].endswith("_seq"):
-            raise DataFormatError(path, 1, f"{role} column {header[names.index(name)]!r} is a sequence type")
+            raise DataFormatError(
+                path, 1, f"{role} column {_text.shown(header[names.index(name)])} is a sequence type"
+            )
     split, notes = _columns(
         path, names, rows, lines, user_col, item_col, rating_col, time_col, rating_threshold
     )
@@ -182,6 +264,8 @@ def read_csv(
     time_col: str | None = "timestamp",
     rating_threshold: float | None = None,
     delimiter: str | None = None,
+    *,
+    data: bytes | None = None,
 ) -> RawData:
     """A CSV/TSV file with a header row naming its columns (quoted fields allowed).
 
@@ -189,9 +273,11 @@ def read_csv(
     comma, semicolon first appears in the header line.
     """
     path = Path(path)
+    if data is None:
+        data = _text.read_bytes(path)
     if delimiter is None:
-        delimiter = _sniff_delimiter(path)
-    header, rows, lines = _text.read_table(path, delimiter, header=True, quoting=True)
+        delimiter = sniff_table_delimiter(path, data)
+    header, rows, lines = _text.read_table(path, delimiter, header=True, quoting=True, data=data)
     assert header is not None
     split, notes = _columns(
         path, header, rows, lines, user_col, item_col, rating_col, time_col, rating_threshold
@@ -199,13 +285,14 @@ def read_csv(
     return RawData("csv", {"all": split}, {"all": path}, notes)
 
 
-def _sniff_delimiter(path: Path) -> str:
+def sniff_table_delimiter(path: Path, data: bytes) -> str:
+    """TAB for ``.tsv``/``.tab``, comma for ``.csv``, else whichever of TAB, comma, semicolon comes first."""
     suffix = path.suffix.lower()
     if suffix in (".tsv", ".tab"):
         return "\t"
     if suffix == ".csv":
         return ","
-    first = _text.decode(path, _text.read_bytes(path)).split("\n", 1)[0]
+    first = _text.decode(path, data).split("\n", 1)[0]
     positions = {d: first.find(d) for d in ("\t", ",", ";") if d in first}
     return min(positions, key=positions.__getitem__) if positions else ","
 
@@ -225,7 +312,9 @@ def _columns(
 
     def index(name: str, why: str) -> int:
         if name not in names:
-            raise DataFormatError(path, 1, f"no column {name!r} in header{why} (columns: {', '.join(names)})")
+            listed = ", ".join(_text.shown(column)[1:-1] for column in names[:30])
+            more = f" and {len(names) - 30} more" if len(names) > 30 else ""
+            raise DataFormatError(path, 1, f"no column {name!r} in header{why} (columns: {listed}{more})")
         return names.index(name)
 
     users = _text.as_ids(path, rows[:, index(user_col, " (user_col)")], lines, "user id")
@@ -237,11 +326,19 @@ def _columns(
     if time_col is not None and time_col in names:
         timestamps = _as_times(path, rows[:, names.index(time_col)], lines)
     split = RawSplit(users=users, items=items, ratings=ratings, timestamps=timestamps, path=path)
+    if rating_threshold is not None and ratings is None:
+        raise DataFormatError(path, 1, "rating_threshold is set but rating_col is None")
+    return apply_threshold(path, split, rating_threshold)
+
+
+def apply_threshold(
+    path: Path, split: RawSplit, rating_threshold: float | None
+) -> tuple[RawSplit, tuple[str, ...]]:
+    """Rows rated at least ``rating_threshold`` (all rows when ``None``), with a note saying how many."""
     if rating_threshold is None:
         return split, ()
-    if ratings is None:
-        raise DataFormatError(path, 1, "rating_threshold is set but rating_col is None")
-    kept = split.take(ratings >= rating_threshold)
+    assert split.ratings is not None
+    kept = split.take(split.ratings >= rating_threshold)
     if len(kept) == 0:
         raise DataFormatError(path, None, f"no interaction has rating >= {rating_threshold:g}")
     return kept, (f"rating >= {rating_threshold:g} kept {len(kept)} of {len(split)} rows",)

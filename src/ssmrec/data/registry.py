@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import logging
 import os
 import tempfile
 import urllib.error
@@ -25,6 +26,8 @@ from tqdm import tqdm
 
 from ssmrec.data.cache import downloads_dir, file_sha256
 from ssmrec.errors import ChecksumError, DatasetNotFoundError
+
+logger = logging.getLogger("ssmrec")
 
 _LIGHTGCN = (
     "https://raw.githubusercontent.com/kuandeng/LightGCN/b067ec05f16a24e0e1efe63cd82385f0c469af20/Data"
@@ -301,11 +304,21 @@ def _unverified_note(entry: DatasetEntry, remote: RemoteFile, got: str) -> str:
 
 
 def _local_checksum_notes(entry: DatasetEntry, folder: Path) -> tuple[str, ...]:
-    """Local copies are the user's to choose, so a mismatch is reported, not refused."""
+    """Local copies are the user's to choose, so a mismatch is reported, not refused.
+
+    Reported twice: a logged warning, seen when the run starts, and a note that ``load_dataset`` adds to
+    ``DataReport.notes``, which every run records (numbers on a modified copy are not the benchmark's).
+    """
     notes = []
     for remote in entry.files:
-        if remote.sha256 is not None and file_sha256(folder / remote.name) != remote.sha256:
-            notes.append(
-                f"{folder / remote.name} differs from the registered {entry.name} file (sha256 mismatch)"
+        if remote.sha256 is None:
+            continue
+        got = file_sha256(folder / remote.name)
+        if got != remote.sha256:
+            note = (
+                f"{folder / remote.name} differs from the registered {entry.name} file (sha256 mismatch: "
+                f"expected {remote.sha256}, got {got}); results are not comparable to the published ones"
             )
+            logger.warning("warning: %s", note)
+            notes.append(note)
     return tuple(notes)

@@ -9,19 +9,30 @@ cache key) is what a training run stores to say exactly which data it saw.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssmrec.data import cache, readers, registry
+import numpy as np
+
+from ssmrec.data import _text, cache, readers, registry
 from ssmrec.data.build import SPLIT_METHODS, build_interactions
 from ssmrec.data.interactions import Interactions
 from ssmrec.data.readers import RawData
-from ssmrec.errors import ConfigError, DatasetNotFoundError
+from ssmrec.errors import ConfigError, DataFormatError, DatasetNotFoundError
 
-FORMATS = ("auto", "lightgcn", "pairs", "atomic", "csv")
+FORMATS = ("auto", "lightgcn", "triples", "pairs", "atomic", "csv")
+SPLIT_FOLDER_FORMATS = ("lightgcn", "triples")
+"""Formats read from a folder holding train.txt and test.txt (and maybe valid.txt)."""
+
+RATING_LIKE_VALUES = 10
+"""A third column with at most this many distinct values reads as a rating (1-5, 0.5-5) or a constant."""
+LIGHTGCN_FIELDS_HEAD = 1 << 16
+"""Bytes of train.txt examined first: one line without exactly 3 fields settles LightGCN at once."""
 _TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
 
 
@@ -103,7 +114,7 @@ class DataSpec:
 
         An existing file or folder wins over a registry name of the same spelling.
         """
-        if Path(target).expanduser().exists():
+        if _exists(Path(target).expanduser()):
             return cls(path=str(target), **options)
         registry.get_entry(str(target))  # raises DatasetNotFoundError listing the known names
         return cls(dataset=str(target), **options)
@@ -121,34 +132,74 @@ def _check_fraction(key: str, value: object, *, allow_zero: bool) -> None:
         raise ConfigError(f"data.{key} must satisfy {bounds}, got {value!r}")
 
 
-def detect_format(path: Path, requested: str = "auto") -> tuple[str, Path]:
-    """Reader format and the path the reader opens (a folder for lightgcn, else a file).
+def _exists(path: Path) -> bool:
+    """``Path.exists`` that turns the errors it does not swallow (EACCES, ENAMETOOLONG) into a message."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as error:
+        if error.errno in (errno.ELOOP,):
+            return False
+        raise DatasetNotFoundError(f"{path}: cannot access: {error.strerror or error}") from None
+    return True
 
-    Auto rules: a folder with ``train.txt`` + ``test.txt`` is LightGCN; a ``.inter`` file (or a folder
-    with exactly one) is RecBole atomic; ``NAME.train``/``NAME.test`` are pair files; ``.csv``/``.tsv``
-    is CSV. An explicit ``requested`` format only decides what to look for in a folder.
+
+def _listing(path: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in path.iterdir())
+    except OSError as error:
+        raise DatasetNotFoundError(f"{path}: cannot list folder: {error.strerror or error}") from None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError as error:  # e.g. a folder without search (x) permission
+        raise DatasetNotFoundError(f"{path}: cannot access: {error.strerror or error}") from None
+
+
+def detect_format(path: Path, requested: str = "auto") -> tuple[str, Path]:
+    """Reader format and the path the reader opens (a folder for lightgcn/triples, else a file).
+
+    Auto rules: a folder with ``train.txt`` + ``test.txt`` is LightGCN, or triples when its content says
+    so (see ``lightgcn_or_triples``); a ``.inter`` file (or a folder with exactly one) is RecBole atomic;
+    ``NAME.train``/``NAME.test`` are pair files; ``.csv``/``.tsv`` is CSV. An explicit ``requested``
+    format only decides what to look for in a folder. A FIFO or ``/dev/fd/N`` is read (once) and
+    detected from its content: ``load_dataset`` does that itself, so it can still read the bytes.
     """
-    if not path.exists():
+    if not _exists(path):
         raise DatasetNotFoundError(f"{path} does not exist")
+    if _text.is_stream(path):
+        return format_of_content(path, _text.read_bytes(path), requested), path
     if path.is_file():
         return _format_of_file(path, requested)
+    names = _listing(path)
     candidates: list[tuple[str, Path]] = []
-    if (path / "train.txt").is_file() and (path / "test.txt").is_file():
-        candidates.append(("lightgcn", path))
-    inter = sorted(path.glob("*.inter"))
+    if _is_file(path / "train.txt") and _is_file(path / "test.txt"):
+        if requested in SPLIT_FOLDER_FORMATS:
+            candidates.append((requested, path))
+        elif requested == "auto":
+            candidates.append((lightgcn_or_triples(path), path))
+    inter = [path / name for name in names if name.endswith(".inter")]
     if len(inter) == 1:
         candidates.append(("atomic", inter[0]))
-    trains = [p for p in sorted(path.glob("*.train")) if p.with_suffix(".test").is_file()]
+    trains = [path / name for name in names if name.endswith(".train")]
+    trains = [p for p in trains if _is_file(p.with_suffix(".test"))]
     if len(trains) == 1:
         candidates.append(("pairs", trains[0]))
-    tables = [p for p in sorted(path.iterdir()) if p.suffix.lower() in _TABLE_SUFFIXES and p.is_file()]
+    tables = [path / name for name in names if Path(name).suffix.lower() in _TABLE_SUFFIXES]
+    tables = [p for p in tables if _is_file(p)]
     if len(tables) == 1:
         candidates.append(("csv", tables[0]))
     if requested != "auto":
         candidates = [c for c in candidates if c[0] == requested]
     if candidates:
         return candidates[0]
-    listing = ", ".join(sorted(p.name for p in path.iterdir())[:20]) or "nothing"
+    # A trailing "/" marks folders, so "train.txt/" shows why a train.txt was not taken as a file.
+    listing = ", ".join(name + "/" * (path / name).is_dir() for name in names[:20]) or "nothing"
+    if len(names) > 20:
+        listing += f" and {len(names) - 20} more"
     what = "data files" if requested == "auto" else f"{requested} data"
     raise DatasetNotFoundError(
         f"{path}: no {what} found (expected train.txt+test.txt, one *.inter, NAME.train+NAME.test or one "
@@ -158,8 +209,11 @@ def detect_format(path: Path, requested: str = "auto") -> tuple[str, Path]:
 
 def _format_of_file(path: Path, requested: str) -> tuple[str, Path]:
     suffix = path.suffix.lower()
-    if requested == "lightgcn" or (requested == "auto" and path.name in readers.LIGHTGCN_FILES.values()):
-        return "lightgcn", path.parent
+    in_split_folder = path.name in readers.LIGHTGCN_FILES.values()
+    if requested == "lightgcn" or (requested == "triples" and in_split_folder):
+        return requested, path.parent
+    if requested == "auto" and in_split_folder:
+        return detect_format(path.parent, "auto")
     if requested != "auto":
         return requested, path
     if suffix == ".inter":
@@ -169,28 +223,222 @@ def _format_of_file(path: Path, requested: str) -> tuple[str, Path]:
     if suffix in _TABLE_SUFFIXES:
         return "csv", path
     raise ConfigError(
-        f"{path}: cannot tell the format from the name; set data.format (lightgcn, pairs, atomic or csv)"
+        f"{path}: cannot tell the format from the name; set data.format "
+        "(lightgcn, triples, pairs, atomic or csv)"
     )
+
+
+# --- LightGCN or triples: the same file names, told apart by content -------------------------------------
+
+
+def lightgcn_or_triples(folder: Path) -> str:
+    """``lightgcn`` or ``triples`` for a folder with train.txt + test.txt, or a ``DataFormatError``.
+
+    A LightGCN line is ``user item item ...``; a triples line is ``user item rating``. A file whose lines
+    do not all have exactly 3 fields can only be LightGCN (train.txt's first lines usually settle that
+    without reading further). When every line has 3 fields, triples is chosen only if the LightGCN reading
+    is contradicted (a non-integer third field; a user on several lines of one file, which LightGCN never
+    writes; or a third column with few distinct values, each then an "item" nearly every line holds) and
+    the triples reading is not (the third column looks like a rating or a constant). Anything else, e.g. a
+    real LightGCN file in which every user has exactly 2 items, is refused naming both readings.
+    """
+    files = [folder / name for name in ("train.txt", "valid.txt", "test.txt") if (folder / name).is_file()]
+    head = _head(files[0], LIGHTGCN_FIELDS_HEAD)
+    if _odd_line(head) is not None:
+        return "lightgcn"
+    contents = []
+    for path in files:
+        data = _text.read_bytes(path)
+        odd = _odd_line(data)
+        if odd is not None:
+            # Not triples, strictly. But the lines before looked like triples: if they also contradict
+            # LightGCN, the odd line is more likely a broken triple than a LightGCN user, so refuse.
+            line, found = odd
+            before = [*contents, (path, _lines_before(data, line))]
+            against, _ = _three_field_evidence([(p, d) for p, d in before if d.strip()])
+            if not against:
+                return "lightgcn"
+            where = f"{path.name}:{line} has {found}" if line else f"{path.name} has no data lines"
+            raise DataFormatError(
+                folder,
+                None,
+                f"ambiguous format: the lines before look like triples (user item rating: "
+                f"{'; '.join(against)}), but {where}. If this is LightGCN data (user item item ...) "
+                "choose --format lightgcn; if it is triples, --format triples reports the bad line",
+            )
+        contents.append((path, data))
+    against_lightgcn, for_triples = _three_field_evidence(contents)
+    if against_lightgcn and not for_triples[1]:
+        return "triples"
+    names = " and ".join(path.name for path, _ in contents)
+    evidence = "; ".join([*against_lightgcn, for_triples[0]] if for_triples[0] else against_lightgcn)
+    raise DataFormatError(
+        folder,
+        None,
+        f"ambiguous format: every line of {names} has 3 fields, which reads either as LightGCN "
+        "(user item item: 2 items per user) or as triples (user item rating: one item per line, the "
+        f"third field a rating){'; ' + evidence if evidence else ''}. Choose the reading with --format "
+        "lightgcn or --format triples (data.format in a config)",
+    )
+
+
+def _head(path: Path, size: int) -> bytes:
+    """The first complete lines within ``size`` bytes of ``path`` (the whole file when shorter)."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(size)
+    except OSError as error:
+        raise DataFormatError(path, None, f"cannot read file: {error.strerror or error}") from None
+    if len(data) == size and b"\n" in data:
+        data = data[: data.rindex(b"\n") + 1]
+    return data
+
+
+def _lines_before(data: bytes, line: int) -> bytes:
+    """The bytes of lines ``1 .. line-1`` (all of ``data`` for ``line`` 0)."""
+    if line <= 1:
+        return data if line == 0 else b""
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+    return data[: int(newlines[line - 2]) + 1]
+
+
+def _odd_line(data: bytes) -> tuple[int, str] | None:
+    """The first non-blank line without exactly 3 fields (split as the pair/triples readers do), or
+    ``None``; ``(0, "no fields")`` for a file without data lines."""
+    counts = _text.field_counts(data, readers.sniff_pair_delimiter(data))
+    odd = (counts != 3) & (counts > 0)
+    if odd.any():
+        line = int(np.argmax(odd))
+        return line + 1, f"{int(counts[line])} fields"
+    return None if (counts > 0).any() else (0, "no fields")
+
+
+def _three_field_evidence(contents: list[tuple[Path, bytes]]) -> tuple[list[str], tuple[str, bool]]:
+    """What contradicts LightGCN (a list of reasons) and what speaks about triples (reason, contradicts)."""
+    against: list[str] = []
+    thirds: list[np.ndarray] = []
+    for path, data in contents:
+        sep = readers.sniff_pair_delimiter(data)
+        if _text.only_int_bytes(data, sep):  # the common case: integers, counted as integers (fast)
+            fields = _text.parse_int_lines(path, data, sep)[0].reshape(-1, 3)
+            user_column, third_column = fields[:, 0], fields[:, 2]
+        else:
+            _, fields, _ = _text.read_table(path, sep, header=False, quoting=False, data=data)
+            if fields.shape[1] != 3:
+                raise DataFormatError(path, 1, f"expected 3 fields a line, found {fields.shape[1]}")
+            user_column, third_column = np.char.strip(fields[:, 0]), np.char.strip(fields[:, 2])
+        users, counts = np.unique(user_column, return_counts=True)
+        if len(users) and counts.max() > 1:
+            top = int(np.argmax(counts))
+            against.append(
+                f"user {_text.shown(str(users[top]))} is on {int(counts[top])} lines of {path.name} "
+                "(LightGCN has one line per user)"
+            )
+        thirds.append(third_column)
+    if len({part.dtype.kind for part in thirds}) > 1:
+        thirds = [part.astype(str) for part in thirds]
+    third = np.concatenate(thirds)
+    values, counts = np.unique(third, return_counts=True)
+    values = values.astype(str)
+    non_integer = ~(np.char.isdigit(values) & _text.ascii_mask(values))
+    if non_integer.any():
+        against.insert(0, f"the third field {_text.shown(str(values[np.argmax(non_integer)]))} is no item id")
+    if len(values) > RATING_LIKE_VALUES:
+        return against, (f"the third field takes {len(values):,} distinct values (not a rating)", True)
+    if not all(_is_number(value) for value in values[non_integer].tolist()):
+        return against, ("the third field is not always a number", True)
+    if len(third) >= 4 * len(values):
+        top = int(np.argmax(counts))
+        against.append(
+            f"the third field takes only {len(values)} distinct value(s), so read as LightGCN item "
+            f"{_text.shown(str(values[top]))} would be held on {int(counts[top]) / len(third):.0%} of lines"
+        )
+    return against, ("", False)
+
+
+# --- a stream (FIFO, /dev/fd/N): one file, read once, detected from its content ---------------------------
+
+
+def format_of_content(path: Path, data: bytes, requested: str = "auto") -> str:
+    """The format of a stream's bytes: atomic (typed header), csv (named header), pairs or triples.
+
+    Folder formats cannot come from a stream; LightGCN lines (varying field counts) are refused saying so.
+    """
+    text = _text.decode(path, data)
+    if not text.strip():
+        raise DataFormatError(path, None, "file is empty")
+    if requested == "lightgcn":
+        raise DataFormatError(
+            path, None, "LightGCN data is a folder (train.txt and test.txt); a stream holds one file"
+        )
+    if requested != "auto":
+        return requested
+    first = next(line for line in text.split("\n") if line.strip()).strip()
+    tab_fields = first.split("\t")
+    if len(tab_fields) > 1 and all(f.partition(":")[2] in readers.ATOMIC_TYPES for f in tab_fields):
+        return "atomic"
+    delimiter = readers.sniff_pair_delimiter(data)
+    fields = [f.strip() for f in (first.split(delimiter) if delimiter else first.split())]
+    if not all(_is_number(field) for field in fields):
+        return "csv"  # a header line names the columns
+    per_line = _text.field_counts(data, delimiter)
+    width = int(per_line[per_line > 0][0])
+    odd = (per_line != width) & (per_line > 0)
+    if odd.any():
+        line = int(np.argmax(odd)) + 1
+        raise DataFormatError(
+            path,
+            line,
+            f"{int(per_line[line - 1])} fields where the first line has {width}: LightGCN lines "
+            "(user item item ...) need a folder with train.txt and test.txt, which a stream cannot be; "
+            "pairs, triples, atomic or CSV data must have the same number of fields on every line",
+        )
+    if width == 3:
+        third = np.asarray(text.replace(",", " ").split(), dtype=str)[2::3]
+        if len(np.unique(third)) <= RATING_LIKE_VALUES:
+            return "triples"
+    return "pairs"
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
 
 
 def _source_files(fmt: str, target: Path) -> dict[str, Path]:
     """The files a reader will open, by role, checked to exist (they are hashed before reading)."""
-    if fmt == "lightgcn":
+    if fmt in SPLIT_FOLDER_FORMATS:
         files = {role: target / name for role, name in readers.LIGHTGCN_FILES.items()}
         required = ("train", "test")
-    elif fmt == "pairs":
+    elif fmt == "pairs" and _is_split_pairs(target):
         files = {role: target.with_suffix(f".{role}") for role in ("train", "valid", "test")}
         required = ("train", "test")
     else:
         files = {"all": target}
         required = ("all",)
-    missing = [str(files[role]) for role in required if not files[role].is_file()]
+    missing = [str(files[role]) for role in required if not _is_file(files[role])]
     if missing:
         raise DatasetNotFoundError(f"missing data file(s): {', '.join(missing)}")
-    return {role: path for role, path in files.items() if path.is_file()}
+    return {role: path for role, path in files.items() if _is_file(path)}
 
 
-def _options(spec: DataSpec, fmt: str) -> dict[str, Any]:
+def _is_split_pairs(target: Path) -> bool:
+    """``NAME.train`` (with siblings) rather than one unsplit pair file named on its own."""
+    return target.suffix in (".train", ".test", ".valid")
+
+
+def _is_unsplit(fmt: str, target: Path) -> bool:
+    return (
+        fmt in ("atomic", "csv")
+        or (fmt == "pairs" and not _is_split_pairs(target))
+        or (fmt == "triples" and not target.is_dir())
+    )
+
+
+def _options(spec: DataSpec, fmt: str, unsplit: bool) -> dict[str, Any]:
     """Every option that can change the result for this format (part of the cache key and fingerprint)."""
     options: dict[str, Any] = {"valid_ratio": spec.valid_ratio, "split_seed": spec.split_seed}
     if fmt in ("atomic", "csv"):
@@ -199,18 +447,23 @@ def _options(spec: DataSpec, fmt: str) -> dict[str, Any]:
             item_col=spec.item_col,
             rating_col=spec.rating_col,
             time_col=spec.time_col,
-            rating_threshold=spec.rating_threshold,
-            split=spec.split,
-            test_ratio=spec.test_ratio,
         )
+    if fmt in ("atomic", "csv", "triples"):
+        options["rating_threshold"] = spec.rating_threshold
+    if unsplit:
+        options.update(split=spec.split, test_ratio=spec.test_ratio)
     return options
 
 
-def _read(fmt: str, target: Path, spec: DataSpec) -> RawData:
+def _read(fmt: str, target: Path, spec: DataSpec, data: bytes | None) -> RawData:
     if fmt == "lightgcn":
         return readers.read_lightgcn(target)
-    if fmt == "pairs":
+    if fmt == "triples" and data is None and target.is_dir():
+        return readers.read_triples(target, spec.rating_threshold)
+    if fmt == "pairs" and data is None and _is_split_pairs(target):
         return readers.read_pairs(target)
+    if fmt in ("pairs", "triples"):
+        return readers.read_single(fmt, target, data=data, rating_threshold=spec.rating_threshold)
     columns = dict(
         user_col=spec.user_col,
         item_col=spec.item_col,
@@ -219,8 +472,8 @@ def _read(fmt: str, target: Path, spec: DataSpec) -> RawData:
         rating_threshold=spec.rating_threshold,
     )
     if fmt == "atomic":
-        return readers.read_atomic(target, **columns)
-    return readers.read_csv(target, **columns)
+        return readers.read_atomic(target, **columns, data=data)
+    return readers.read_csv(target, **columns, data=data)
 
 
 def load_dataset(
@@ -229,7 +482,8 @@ def load_dataset(
     """Load, clean and index the data ``spec`` describes, via the cache when possible.
 
     ``mirror`` overrides the download base (see ``registry.mirror_url``); ``download=False`` fails
-    instead of fetching a registry dataset that is not on disk.
+    instead of fetching a registry dataset that is not on disk. A stream (FIFO, ``<(cat file)``) is
+    read once; its fingerprint is the sha256 of the bytes read, which also keys the cache.
     """
     extra_notes: tuple[str, ...] = ()
     if spec.dataset is None and spec.path is None:
@@ -242,19 +496,31 @@ def load_dataset(
         location = Path(spec.path).expanduser()  # type: ignore[arg-type]
         requested = spec.format
         name = ""
-    fmt, target = detect_format(location, requested)
-    if not name:
+    data: bytes | None = None
+    if _exists(location) and _text.is_stream(location):
+        data = _text.read_bytes(location)
+        fmt, target = format_of_content(location, data, requested), location
+        if fmt not in ("pairs", "triples", "atomic", "csv"):
+            raise DataFormatError(location, None, f"{fmt} data is a folder; a stream holds one file")
+        files = {"all": location}
+        hashes = {"all": hashlib.sha256(data).hexdigest()}
+    else:
+        fmt, target = detect_format(location, requested)
+        files = _source_files(fmt, target)
+        hashes = {role: cache.file_sha256(path) for role, path in files.items()}
+    if not name and data is not None:
+        # /dev/fd/63 is named by a number that changes between shells: call every such stream "stream".
+        name = "stream" if target.name.isdigit() else target.name
+    elif not name:
         name = target.name if target.is_dir() else target.stem
     if fmt in ("lightgcn", "pairs") and spec.rating_threshold is not None:
         raise ConfigError(f"data.rating_threshold needs ratings, but {fmt} files have none ({target})")
-    files = _source_files(fmt, target)
-    hashes = {role: cache.file_sha256(path) for role, path in files.items()}
-    options = _options(spec, fmt)
+    options = _options(spec, fmt, _is_unsplit(fmt, target))
     key = cache.cache_key({"name": name, "format": fmt, "files": hashes, "options": options})
     interactions = cache.load_cached(key, name) if use_cache else None
     if interactions is None:
         source = {path.name: hashes[role] for role, path in files.items()}
-        raw = _read(fmt, target, spec)
+        raw = _read(fmt, target, spec, data)
         interactions = build_interactions(
             name,
             raw,
