@@ -7,7 +7,7 @@ in-batch SSM) and reports, each timed separately:
 
 * data generation and graph construction;
 * training: ``--batches`` batches timed through the library's own epoch loop
-  (:func:`ssmrec.experiment.train_one_epoch` over a random sample of that many batches of training pairs;
+  (:meth:`ssmrec.trainer.Trainer.train_epoch` over a random sample of that many batches of training pairs;
   the model, optimiser and graph are the full-size ones), and the per-batch time × the epoch's batch
   count as the projected full epoch (``--batches 0``: the whole epoch, measured);
 * evaluation: exact full ranking (all 1 M items) for ``--eval-users`` random test users, and the
@@ -45,32 +45,33 @@ def measure(n_users: int, n_items: int, n_interactions: int, batches: int, eval_
     from ssmrec.config import resolve_config
     from ssmrec.data.synthetic import synthetic_interactions
     from ssmrec.evaluate import evaluate_ranking
-    from ssmrec.experiment import build_training, seed_everything, train_one_epoch
+    from ssmrec.experiment import build_training, schedule_of
     from ssmrec.sampling import TrainingPairs
+    from ssmrec.trainer import Trainer, seed_everything
 
     tick = time.perf_counter()
     data = synthetic_interactions(n_users, n_items, n_interactions, seed=0)
     generate_seconds = time.perf_counter() - tick
     config = resolve_config(flag_values={"preset": "ssm-gowalla", "progress": False})
-    rng = seed_everything(config.seed)
+    rng = seed_everything(config.optim.seed)
     tick = time.perf_counter()
     setup = build_training(config, data)
     build_seconds = time.perf_counter() - tick
 
     all_pairs = TrainingPairs(data.train)
-    epoch_batches = all_pairs.n_batches(config.batch_size)
+    epoch_batches = all_pairs.n_batches(config.optim.batch_size)
     sample = data.train
     if 0 < batches < epoch_batches:
         coo = data.train.tocoo()
-        keep = np.sort(rng.choice(coo.nnz, batches * config.batch_size, replace=False))
+        keep = np.sort(rng.choice(coo.nnz, batches * config.optim.batch_size, replace=False))
         sample = sp.csr_matrix(
             (coo.data[keep], (coo.row[keep], coo.col[keep])), shape=data.train.shape, dtype=coo.data.dtype
         )
     pairs = TrainingPairs(sample)
     tick = time.perf_counter()
-    train_one_epoch(setup.model, setup.objective, setup.optimizer, pairs, setup.sampler, rng, config, "scale")
+    Trainer(setup, data, schedule_of(config), rng, pairs=pairs).train_epoch("scale")
     train_seconds = time.perf_counter() - tick
-    per_batch = train_seconds / pairs.n_batches(config.batch_size)
+    per_batch = train_seconds / pairs.n_batches(config.optim.batch_size)
 
     test_users = np.flatnonzero(np.diff(data.test.indptr))
     chosen = test_users
@@ -91,11 +92,11 @@ def measure(n_users: int, n_items: int, n_interactions: int, batches: int, eval_
         "generate_seconds": generate_seconds,
         "build_seconds": build_seconds,
         "epoch_batches": epoch_batches,
-        "timed_batches": pairs.n_batches(config.batch_size),
+        "timed_batches": pairs.n_batches(config.optim.batch_size),
         "train_seconds_timed": train_seconds,
         "seconds_per_batch": per_batch,
         "epoch_seconds": per_batch * epoch_batches,
-        "epoch_projected": pairs.n_batches(config.batch_size) < epoch_batches,
+        "epoch_projected": pairs.n_batches(config.optim.batch_size) < epoch_batches,
         "eval_users_timed": len(chosen),
         "eval_users_total": len(test_users),
         "eval_seconds_timed": eval_seconds,

@@ -24,11 +24,11 @@ from _results import write_results
 
 from ssmrec.config import resolve_config
 from ssmrec.data import DataSpec, load_dataset
-from ssmrec.experiment import build_training, seed_everything, train_one_epoch
+from ssmrec.experiment import build_training, schedule_of
 from ssmrec.models.graph import SparseOperator, normalized_adjacency, sparse_product
 from ssmrec.rundir import environment
 from ssmrec.runtime import retain_freed_memory
-from ssmrec.sampling import TrainingPairs
+from ssmrec.trainer import Trainer, seed_everything
 
 WORKLOADS = {
     "lightgcn3-bpr": {"preset": "bpr-gowalla"},
@@ -66,19 +66,21 @@ def propagation_floor(train, layers: int, n_batches: int, fastest: bool, repeats
 
 def time_epoch(name: str, overrides: dict, data, epochs: int) -> dict:
     config = resolve_config(flag_values={**overrides, "progress": False})
-    rng = seed_everything(config.seed)
+    rng = seed_everything(config.optim.seed)
     setup = build_training(config, data)
-    model, objective, optimizer, sampler = setup.model, setup.objective, setup.optimizer, setup.sampler
-    pairs = TrainingPairs(data.train)
+    model = setup.model
+    trainer = Trainer(setup, data, schedule_of(config), rng)
+    pairs = trainer.pairs
     seconds = []
     for epoch in range(epochs):
         tick = time.perf_counter()
-        train_one_epoch(model, objective, optimizer, pairs, sampler, rng, config, f"{name} {epoch}")
+        trainer.train_epoch(f"{name} {epoch}")
         seconds.append(time.perf_counter() - tick)
-    n_batches = pairs.n_batches(config.batch_size)
-    graph = config.model == "lightgcn"
-    floor = propagation_floor(data.train, config.layers, n_batches, fastest=False) if graph else None
-    fastest = propagation_floor(data.train, config.layers, n_batches, fastest=True) if graph else None
+    n_batches = pairs.n_batches(config.optim.batch_size)
+    graph = config.model.name == "lightgcn"
+    layers = config.model.layers or 0
+    floor = propagation_floor(data.train, layers, n_batches, fastest=False) if graph else None
+    fastest = propagation_floor(data.train, layers, n_batches, fastest=True) if graph else None
     epoch_seconds = min(seconds)
     return {
         "workload": name,
@@ -89,7 +91,7 @@ def time_epoch(name: str, overrides: dict, data, epochs: int) -> dict:
         "fastest_floor_seconds": fastest,
         "ratio_to_fastest_floor": None if fastest is None else epoch_seconds / fastest,
         "batches": n_batches,
-        "propagation": "—" if config.model != "lightgcn" else ("local" if model.local else "full"),
+        "propagation": "—" if config.model.name != "lightgcn" else ("local" if model.local else "full"),
     }
 
 

@@ -25,9 +25,10 @@ from ssmrec.batch import Batch
 from ssmrec.config import resolve_config
 from ssmrec.data import DataSpec, load_dataset
 from ssmrec.defaults import LOSS_DEFAULTS
-from ssmrec.experiment import batch_loss, build_training, optimizer_step, seed_everything
+from ssmrec.experiment import build_training
 from ssmrec.models import LightGCN
 from ssmrec.sampling import TrainingPairs
+from ssmrec.trainer import batch_loss, optimizer_step, seed_everything
 
 
 def main() -> None:
@@ -45,7 +46,9 @@ def main() -> None:
     data = load_dataset(DataSpec(path=args.data, valid_ratio=0.0))
     flags: dict[str, Any] = {"preset": "ssm-gowalla", "progress": False}
     if args.loss:
-        flags = {**LOSS_DEFAULTS[args.loss], "loss": args.loss, "model": args.model, "layers": 1}
+        flags = {**LOSS_DEFAULTS[args.loss], "loss": args.loss, "model": args.model}
+        if args.model != "mf":
+            flags["layers"] = 1
         flags["progress"] = False
     for item in args.set:
         key, _, value = item.partition("=")
@@ -54,7 +57,7 @@ def main() -> None:
     rng = seed_everything(0)
     setup = build_training(config, data)
     model, objective, optimizer, sampler = setup.model, setup.objective, setup.optimizer, setup.sampler
-    batches = TrainingPairs(data.train).batches(config.batch_size, rng)
+    batches = TrainingPairs(data.train).batches(config.optim.batch_size, rng)
 
     def step() -> tuple[float, float, float, float]:
         start = time.perf_counter()
@@ -63,7 +66,7 @@ def main() -> None:
             users, positives, sampler.sample(users, positives, rng), training=sampler.training
         )
         tick = time.perf_counter()
-        loss = batch_loss(model, objective, batch, config.reg)
+        loss = batch_loss(model, objective, batch, config.optim.reg).total
         forward = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -76,9 +79,10 @@ def main() -> None:
     times = np.array([step() for _ in range(args.steps)]) * 1000
     sample, forward, backward, adam = times.mean(axis=0)
     total = times.sum(axis=1).mean()
-    epoch = total / 1000 * TrainingPairs(data.train).n_batches(config.batch_size)
+    epoch = total / 1000 * TrainingPairs(data.train).n_batches(config.optim.batch_size)
     print(
-        f"{config.model} + {config.loss}, batch {config.batch_size}: per batch ms: sample {sample:.1f} "
+        f"{config.model.name} + {config.loss.name}, batch {config.optim.batch_size}: "
+        f"per batch ms: sample {sample:.1f} "
         f"forward {forward:.1f} backward {backward:.1f} adam {adam:.1f} total {total:.1f} "
         f"(epoch of steps ≈ {epoch:.0f} s)"
     )

@@ -23,31 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from ssmrec.sampling.negatives import TrainingSet
-
-
-@dataclass(frozen=True)
-class Negatives:
-    """What a negative sampler returns for one batch.
-
-    ``ids``: sampled item ids, (B, M) per row, (M,) shared by the batch, or ``None``.
-    ``in_batch``: the batch's positives are candidates of every row too.
-    ``log_q``: log of each candidate column's expected number of occurrences among a row's draws
-    under the sampler (positive columns included; see :mod:`ssmrec.batch` for the column order),
-    broadcastable to (B, K); ``None`` when the sampler has no proposal (full softmax).
-    ``rejects_training``: sampled ids are never a training item of their row's user.
-    """
-
-    ids: Tensor | None
-    in_batch: bool
-    log_q: Tensor | None = None
-    rejects_training: bool = False
+from ssmrec.data.training_set import TrainingSet
+from ssmrec.sampling.negatives import Negatives
 
 
 @dataclass(frozen=True)

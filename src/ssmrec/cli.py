@@ -90,6 +90,8 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--seed", "seed", int, "seed of initialisation and sampling"),
     ("--threads", "threads", int, "torch intra-op threads"),
     ("--output", "output", str, "run directory (default runs/<name>)"),
+    ("--checkpoint-every", "checkpoint_every", int, "write a resumable checkpoint every N epochs"),
+    ("--keep-checkpoint", "keep_checkpoint", _boolean, "true: a finished run keeps its last checkpoint"),
     ("--name", "name", str, "run name under runs/"),
 ]
 
@@ -102,6 +104,12 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=f"presets: {', '.join(PRESETS)}",
     )
     parser.add_argument("--config", help="TOML or YAML config file; flags override it")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its last checkpoint with its own settings "
+        "(only --epochs, --max-minutes, --patience, --threads, --no-progress may be given)",
+    )
     parser.add_argument("--preset", help=f"named settings: {', '.join(PRESETS)}")
     for flag, key, kind, text in TRAIN_FLAGS:
         parser.add_argument(
@@ -128,18 +136,23 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ssmrec.experiment import train
+    from ssmrec.experiment import resume, train
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    file_values = read_config_file(args.config) if args.config else {}
-    where = f"{args.config}: " if args.config else ""
-    config = resolve_config(file_values, _flag_values(args), where)
-    if not config.data.dataset and not config.data.path:
-        raise SsmrecError("no data: give --dataset NAME, --data PATH, or a --preset")
-    result = train(config)
+    if args.resume:
+        if args.config or args.preset:
+            raise SsmrecError("--resume continues a run with its own settings: give no --config or --preset")
+        result = resume(args.resume, _flag_values(args))
+    else:
+        file_values = read_config_file(args.config) if args.config else {}
+        where = f"{args.config}: " if args.config else ""
+        config = resolve_config(file_values, _flag_values(args), where)
+        if not config.data.dataset and not config.data.path:
+            raise SsmrecError("no data: give --dataset NAME, --data PATH, or a --preset")
+        result = train(config)
     summary = {"run_dir": str(result.run_dir), **result.final}
     print(json.dumps(summary, indent=2))
-    return 0
+    return result.exit_code
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -1,14 +1,31 @@
-"""Typed training configuration: defaults < preset < config file < command-line flags.
+"""Typed training configuration, one spec per part, resolved once: defaults < preset < file < flags.
 
-A config file (TOML or YAML) holds top-level training keys plus an optional ``[data]`` table with
-the keys of :class:`ssmrec.data.DataSpec`. Unknown keys are rejected with the closest valid name,
-because a silently ignored typo (``temprature = 0.2``) produces a run that looks right and is not.
+A run is described by a :class:`TrainConfig` made of one small frozen spec per component, in the
+manner of LensKit's component configs:
+
+* :class:`ssmrec.data.DataSpec` (``data``): what to load and how to split it;
+* :class:`ModelSpec` (``model``): the encoder;
+* :class:`LossSpec` (``loss``): the objective and its negatives;
+* :class:`OptimSpec` (``optim``): Adam, the regulariser, batches, epochs, early stopping, the seed;
+* :class:`EvalSpec` (``evaluation``): metrics, cut-offs, ranking rule, protocol;
+* :class:`RunSpec` (``run``): where and how the run is written (nothing here changes a number).
+
+Settings are resolved **once**, when the config is built: every option a loss or model leaves unset
+takes its default from :mod:`ssmrec.defaults`, an option that does not apply to the chosen loss or
+model is refused with the reason, and ``config.json`` records the values that actually ran. Adding
+an option means one field here, one entry in the defaults table, and its use in one class.
+
+Config files (TOML or YAML) and old ``config.json`` files are *flat* (``temperature = 0.15``) or use
+one table per part (``[loss] temperature = 0.15``); both are read. Unknown keys are rejected with the
+closest valid name, because a silently ignored typo (``temprature = 0.2``) gives a run that looks right
+and is not.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -20,198 +37,343 @@ import yaml
 
 from ssmrec.data import DataSpec
 from ssmrec.defaults import (
+    BETA_DEFAULTS,
     EXCLUDE,
     LOGQ,
+    LOSS_DEFAULTS,
     LOSSES,
+    MODEL_DEFAULTS,
     MODELS,
     NEGATIVES,
     SAMPLED_SOFTMAX,
-    SOFTMAX_CHUNK,
-    SOFTMAX_FAMILY,
-    loss_option,
 )
 from ssmrec.errors import ConfigError
 
 PROTOCOLS = ("standard", "paper")
+METRICS = ("recall", "ndcg", "precision", "hit", "mrr", "map")
+MAX_SEED = 2**63 - 1
+"""Seeds are non-negative and fit int64 (torch's generators take at most 64 bits)."""
+
+BETA_SAMPLERS = tuple(BETA_DEFAULTS)
+"""Negative sources drawn from ``popularity ** beta``: the only ones ``beta`` applies to."""
+BETA_NAMES = f"{', '.join(BETA_SAMPLERS[:-1])} and {BETA_SAMPLERS[-1]}"
+
+
+def _require(checks: list[tuple[bool, str]]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _one_of(value: Any, choices: tuple[Any, ...]) -> bool:
+    return value in choices
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a training run. Defaults follow the official SSM code.
+class ModelSpec:
+    """The encoder. ``None`` means "the model's default" (:data:`ssmrec.defaults.MODEL_DEFAULTS`), and
+    an option the model does not have (``layers`` for MF) must stay unset."""
 
-    Loss options left ``None`` (negatives, num_negatives, reduction, positive_in_denominator, margin,
-    negative_weight, beta, positive_temperature) take the loss's own default from
-    :mod:`ssmrec.defaults`; :meth:`option` and :meth:`negative_source` resolve them.
-    """
-
-    data: DataSpec = field(default_factory=DataSpec)
-    preset: str | None = None
-    model: str = "lightgcn"
-    layers: int = 1
+    name: str = "lightgcn"
+    layers: int | None = None
     dim: int = 64
-    propagation: str = "auto"
+    propagation: str | None = None
     side: str | None = None
-    alpha: tuple[float, ...] = (0.5, 0.5)
-    message_dropout: float = 0.1
-    loss: str = "ssm"
-    temperature: float = 0.1
-    similarity: str = "cosine"
-    num_negatives: int | None = None
-    reduction: str | None = None
-    negatives: str | None = None
-    beta: float | None = None
-    exclude: str = "none"
-    positive_in_denominator: bool | None = None
-    logq: str = "none"
-    learn_temperature: bool = False
-    positive_temperature: float | None = None
-    margin: float | None = None
-    negative_weight: float | None = None
-    softmax_chunk_size: int | None = SOFTMAX_CHUNK
-    adaptive_warmup: int = 10
-    adaptive_scale: float = 1.0
-    reg: float = 1e-5
-    lr: float = 1e-3
-    batch_size: int = 2048
-    epochs: int = 1000
-    eval_every: int = 1
-    patience: int = 15
-    max_minutes: float | None = None
-    metric: str = "recall@20"
-    ks: tuple[int, ...] = (10, 20, 50)
-    rank_by: str = "dot"
-    eval_chunk_size: int | None = None
-    protocol: str = "standard"
-    seed: int = 2024
-    threads: int | None = None
-    output: str | None = None
-    name: str | None = None
-    progress: bool = True
+    alpha: tuple[float, ...] | None = None
+    message_dropout: float | None = None
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.layers >= 0, "layers must be >= 0"),
-            (self.dim > 0, "dim must be > 0"),
-            (self.temperature > 0, "temperature must be > 0"),
-            (self.reg >= 0, "reg must be >= 0"),
-            (self.lr > 0, "lr must be > 0"),
-            (self.batch_size > 0, "batch_size must be > 0"),
-            (self.epochs >= 0, "epochs must be >= 0"),
-            (self.eval_every > 0, "eval_every must be > 0"),
-            (self.patience > 0, "patience must be > 0"),
-            (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0"),
-            (len(self.ks) > 0 and all(k > 0 for k in self.ks), "ks must be positive integers"),
-            (self.protocol in PROTOCOLS, f"protocol must be one of {', '.join(PROTOCOLS)}"),
-            (self.rank_by in ("dot", "cosine"), "rank_by must be dot or cosine"),
-            (self.similarity in ("dot", "cosine"), "similarity must be dot or cosine"),
-            (self.propagation in ("auto", "full", "local"), "propagation must be auto, full or local"),
-            (self.reduction in (None, "sum", "mean"), "reduction must be sum or mean"),
-            (self.model in MODELS, f"model must be one of {', '.join(MODELS)}"),
-            (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}"),
-            (self.exclude in EXCLUDE, f"exclude must be one of {', '.join(EXCLUDE)}"),
-            (self.logq in LOGQ, f"logq must be one of {', '.join(LOGQ)}"),
-            (self.negatives in (None, *NEGATIVES), f"negatives must be one of {', '.join(NEGATIVES)}"),
-            (self.side in (None, "both", "user", "item"), "side must be both, user or item"),
-            (len(self.alpha) == 2, "alpha must be two exponents: left, right"),
-            (0 <= self.message_dropout < 1, "message_dropout must be in [0, 1)"),
-            (
-                self.softmax_chunk_size is None or self.softmax_chunk_size > 0,
-                "softmax_chunk_size must be > 0",
-            ),
-            (self.adaptive_warmup >= 0, "adaptive_warmup must be >= 0"),
-            (self.adaptive_scale > 0, "adaptive_scale must be > 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        self._check_loss_options()
-        self._check_model_options()
-        metric_name, _, k = self.metric.partition("@")
-        if not k.isdigit() or int(k) not in self.ks:
-            raise ConfigError(f"metric {self.metric!r} must be NAME@K with K in ks {list(self.ks)}")
-        if metric_name not in ("recall", "ndcg", "precision", "hit", "mrr", "map"):
-            raise ConfigError(f"unknown metric {metric_name!r} in {self.metric!r}")
-
-    def _check_loss_options(self) -> None:
-        """Options that only some losses have: reject the others with the reason, not silently."""
-        loss = self.loss
-
-        def only(key: str, losses: tuple[str, ...], what: str) -> None:
-            if getattr(self, key) is not None and loss not in losses:
-                raise ConfigError(f"{key} applies to {what} ({', '.join(losses)}), not to loss {loss!r}")
-
-        only("positive_in_denominator", SOFTMAX_FAMILY, "the softmax losses")
-        only("positive_temperature", ("bsl",), "BSL")
-        only("margin", ("ccl",), "CCL")
-        only("negative_weight", ("bce", "mse", "ccl"), "the pointwise losses")
-        if self.logq != "none" and loss not in SAMPLED_SOFTMAX:
-            raise ConfigError(f"logq applies to the sampled softmax losses ({', '.join(SAMPLED_SOFTMAX)})")
-        if self.learn_temperature and loss not in ("ssm", "bsl", "softmax"):
-            raise ConfigError("learn_temperature applies to ssm, bsl and softmax")
-        if self.positive_temperature is not None and not self.positive_temperature > 0:
-            raise ConfigError("positive_temperature must be > 0")
-        if self.margin is not None and not -1 <= self.margin < 1:
-            raise ConfigError("margin must be a cosine in [-1, 1)")
-        if self.negative_weight is not None and self.negative_weight < 0:
-            raise ConfigError("negative_weight must be >= 0")
-        if self.num_negatives is not None and self.num_negatives < 0:
-            raise ConfigError("num_negatives must be >= 0")
-        if loss == "softmax":
-            for key in ("negatives", "num_negatives", "beta"):
-                if getattr(self, key) is not None:
-                    raise ConfigError(f"the full softmax scores every item: {key} does not apply")
-            return
-        name, count, beta = self.negative_source()
-        if name == "in-batch" and count:
-            raise ConfigError("in-batch negatives draw nothing: leave num_negatives unset or 0")
-        if name != "in-batch" and count < 1:
-            raise ConfigError(f"{name} negatives need num_negatives >= 1")
-        if self.beta is not None and name not in ("popularity", "shared", "mixed"):
-            raise ConfigError("beta applies to popularity, shared and mixed negatives")
-        if beta is not None and beta < 0:
-            raise ConfigError("beta must be >= 0")
-
-    def _check_model_options(self) -> None:
-        if self.side is not None and self.model not in ("lightgcn", "history"):
-            raise ConfigError(f"side applies to lightgcn and history, not to model {self.model!r}")
-        if self.model == "history" and self.side not in (None, "user"):
+        _require([(self.name in MODELS, f"model must be one of {', '.join(MODELS)}")])
+        row = MODEL_DEFAULTS[self.name]
+        for key in ("layers", "propagation", "side", "alpha", "message_dropout"):
+            value = getattr(self, key)
+            if value is not None and key not in row:
+                users = ", ".join(name for name in MODELS if key in MODEL_DEFAULTS[name])
+                raise ConfigError(f"{key} applies to {users}, not to model {self.name!r}")
+            if value is None and row.get(key) is not None:
+                object.__setattr__(self, key, tuple(row[key]) if key == "alpha" else row[key])
+        _require(
+            [
+                (self.layers is None or self.layers >= 0, "layers must be >= 0"),
+                (self.dim > 0, "dim must be > 0"),
+                (
+                    self.propagation in (None, "auto", "full", "local"),
+                    "propagation must be auto, full or local",
+                ),
+                (self.side in (None, "both", "user", "item"), "side must be both, user or item"),
+                (self.alpha is None or len(self.alpha) == 2, "alpha must be two exponents: left, right"),
+                (
+                    self.message_dropout is None or 0 <= self.message_dropout < 1,
+                    "message_dropout must be in [0, 1)",
+                ),
+            ]
+        )
+        if self.name == "history" and self.side not in (None, "user"):
             raise ConfigError("history is the side=user encoder")
-        one_sided = self.model == "history" or self.side in ("user", "item")
+        one_sided = self.name == "history" or self.side in ("user", "item")
         if one_sided and self.layers != 1:
             raise ConfigError(
                 "one-sided propagation (history, side=user|item) has exactly one layer: set layers = 1"
             )
 
-    def option(self, key: str) -> Any:
-        """A loss option: this config's value, or the loss's default when unset."""
-        value = getattr(self, key)
-        return loss_option(self.loss, key) if value is None else value
+    def describe(self) -> str:
+        return self.name if self.layers is None else f"{self.name} ({self.layers} layers)"
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """The objective. Every option but ``name`` may be left ``None`` and then takes the loss's default
+    from :data:`ssmrec.defaults.LOSS_DEFAULTS`; the loss's row there also says which options it has,
+    and setting one it does not have is an error (``margin`` with SSM, ``temperature`` with BPR).
+
+    ``negatives``/``num_negatives``/``beta`` choose the negative source: unset, the sampled softmax
+    losses use in-batch negatives, or uniform ones when ``num_negatives`` is given (the official SSM
+    code's two modes); ``beta`` applies to the popularity-based sources only.
+    """
+
+    name: str = "ssm"
+    temperature: float | None = None
+    similarity: str | None = None
+    negatives: str | None = None
+    num_negatives: int | None = None
+    beta: float | None = None
+    reduction: str | None = None
+    exclude: str | None = None
+    positive_in_denominator: bool | None = None
+    logq: str | None = None
+    learn_temperature: bool | None = None
+    positive_temperature: float | None = None
+    margin: float | None = None
+    negative_weight: float | None = None
+    softmax_chunk_size: int | None = None
+    adaptive_warmup: int | None = None
+    adaptive_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        _require([(self.name in LOSSES, f"loss must be one of {', '.join(LOSSES)}")])
+        row = LOSS_DEFAULTS[self.name]
+        for key in OPTIONAL_LOSS_KEYS:
+            if getattr(self, key) is not None and key not in row and key != "beta":
+                raise ConfigError(_not_applicable(key, self.name))
+        if self.name != "softmax":
+            self._resolve_negatives(row)
+        for key in OPTIONAL_LOSS_KEYS:
+            if getattr(self, key) is None and key in row and key not in ("negatives", "num_negatives"):
+                object.__setattr__(self, key, row[key])
+        if self.name == "bsl" and self.positive_temperature is None:
+            object.__setattr__(self, "positive_temperature", self.temperature)  # BSL with τ1 = τ2 is SL
+        self._check_values()
+
+    def _resolve_negatives(self, row: dict[str, Any]) -> None:
+        name, count = self.negatives, self.num_negatives
+        if name is None:
+            name = (
+                ("uniform" if (count or 0) > 0 else "in-batch")
+                if self.name in SAMPLED_SOFTMAX
+                else row["negatives"]
+            )
+        _require([(name in NEGATIVES, f"negatives must be one of {', '.join(NEGATIVES)}")])
+        if count is None:
+            count = 0 if name == "in-batch" else row["num_negatives"]
+        _require(
+            [
+                (count >= 0, "num_negatives must be >= 0"),
+                (
+                    not (name == "in-batch" and count),
+                    "in-batch negatives draw nothing: leave num_negatives unset or 0",
+                ),
+                (name == "in-batch" or count >= 1, f"{name} negatives need num_negatives >= 1"),
+                (self.beta is None or name in BETA_SAMPLERS, f"beta applies to {BETA_NAMES} negatives"),
+                (self.beta is None or self.beta >= 0, "beta must be >= 0"),
+            ]
+        )
+        object.__setattr__(self, "negatives", name)
+        object.__setattr__(self, "num_negatives", count)
+        if self.beta is None and name in BETA_SAMPLERS:
+            object.__setattr__(self, "beta", BETA_DEFAULTS[name])
+
+    def _check_values(self) -> None:
+        _require(
+            [
+                (self.temperature is None or self.temperature > 0, "temperature must be > 0"),
+                (self.similarity in (None, "dot", "cosine"), "similarity must be dot or cosine"),
+                (self.reduction in (None, "sum", "mean"), "reduction must be sum or mean"),
+                (
+                    self.exclude is None or self.exclude in EXCLUDE,
+                    f"exclude must be one of {', '.join(EXCLUDE)}",
+                ),
+                (self.logq is None or self.logq in LOGQ, f"logq must be one of {', '.join(LOGQ)}"),
+                (
+                    self.positive_temperature is None or self.positive_temperature > 0,
+                    "positive_temperature must be > 0",
+                ),
+                (self.margin is None or -1 <= self.margin < 1, "margin must be a cosine in [-1, 1)"),
+                (self.negative_weight is None or self.negative_weight >= 0, "negative_weight must be >= 0"),
+                (
+                    self.softmax_chunk_size is None or self.softmax_chunk_size > 0,
+                    "softmax_chunk_size must be > 0",
+                ),
+                (self.adaptive_warmup is None or self.adaptive_warmup >= 0, "adaptive_warmup must be >= 0"),
+                (self.adaptive_scale is None or self.adaptive_scale > 0, "adaptive_scale must be > 0"),
+            ]
+        )
 
     def negative_source(self) -> tuple[str, int, float | None]:
-        """(sampler, M, beta) of this config: ``none`` for the full softmax, else a name of NEGATIVES.
-
-        Unset, the sampled softmax losses use in-batch negatives, or uniform ones when num_negatives
-        is given (the official SSM code's two modes); the other losses use their table default.
-        ``beta=None`` means the sampler's own default.
-        """
-        if self.loss == "softmax":
+        """(sampler, M, beta): ``none`` for the full softmax, else a name of NEGATIVES."""
+        if self.name == "softmax":
             return "none", 0, None
-        name = self.negatives
-        if name is None:
-            given = self.num_negatives or 0
-            if self.loss in SAMPLED_SOFTMAX:
-                name = "uniform" if given > 0 else "in-batch"
-            else:
-                name = loss_option(self.loss, "negatives")
-        count = self.num_negatives
-        if count is None:
-            count = 0 if name == "in-batch" else loss_option(self.loss, "num_negatives")
-        return name, count, self.beta
+        return str(self.negatives), int(self.num_negatives or 0), self.beta
+
+    def objective_options(self) -> dict[str, Any]:
+        """The keyword arguments of the loss class: the options this loss has, less the sampler's."""
+        return {
+            key: getattr(self, key)
+            for key in OPTIONAL_LOSS_KEYS
+            if key in LOSS_DEFAULTS[self.name] and key not in ("negatives", "beta")
+        }
+
+
+OPTIONAL_LOSS_KEYS = tuple(f.name for f in dataclasses.fields(LossSpec) if f.name != "name")
+
+
+def _not_applicable(key: str, loss: str) -> str:
+    users = [name for name in LOSSES if key in LOSS_DEFAULTS[name]]
+    return f"{key} applies to {', '.join(users) or 'no loss'}, not to loss {loss!r}"
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    """How the model is optimised: Adam, the L2 regulariser, batches, epochs and early stopping."""
+
+    lr: float = 1e-3
+    reg: float = 1e-5
+    batch_size: int = 2048
+    epochs: int = 1000
+    eval_every: int = 1
+    patience: int = 15
+    max_minutes: float | None = None
+    seed: int = 2024
+
+    def __post_init__(self) -> None:
+        _require(
+            [
+                (self.lr > 0, "lr must be > 0"),
+                (self.reg >= 0, "reg must be >= 0"),
+                (self.batch_size > 0, "batch_size must be > 0"),
+                (self.epochs >= 0, "epochs must be >= 0"),
+                (self.eval_every > 0, "eval_every must be > 0"),
+                (self.patience > 0, "patience must be > 0"),
+                (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0"),
+                (0 <= self.seed <= MAX_SEED, f"seed must be an integer in [0, 2**63 - 1], got {self.seed}"),
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How runs are evaluated and selected: full ranking, metrics at ``ks``, ``metric`` for selection.
+
+    ``protocol="paper"`` selects the best epoch on the test split, as the SSM paper and its anchors do;
+    every output of such a run says so, because test-selected numbers are optimistic.
+    """
+
+    metric: str = "recall@20"
+    ks: tuple[int, ...] = (10, 20, 50)
+    rank_by: str = "dot"
+    eval_chunk_size: int | None = None
+    protocol: str = "standard"
+
+    def __post_init__(self) -> None:
+        _require(
+            [
+                (len(self.ks) > 0 and all(k > 0 for k in self.ks), "ks must be positive integers"),
+                (self.protocol in PROTOCOLS, f"protocol must be one of {', '.join(PROTOCOLS)}"),
+                (self.rank_by in ("dot", "cosine"), "rank_by must be dot or cosine"),
+                (self.eval_chunk_size is None or self.eval_chunk_size > 0, "eval_chunk_size must be > 0"),
+            ]
+        )
+        metric_name, _, k = self.metric.partition("@")
+        if not k.isdigit() or int(k) not in self.ks:
+            raise ConfigError(f"metric {self.metric!r} must be NAME@K with K in ks {list(self.ks)}")
+        if metric_name not in METRICS:
+            raise ConfigError(f"unknown metric {metric_name!r} in {self.metric!r}")
 
     @property
     def selection_split(self) -> str:
         """The split early stopping and model selection look at."""
         return "test" if self.protocol == "paper" else "valid"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Where the run is written and how it reports; nothing here changes a trained number
+    (``threads`` can change float summation order, and is recorded in ``environment.json``)."""
+
+    output: str | None = None
+    name: str | None = None
+    threads: int | None = None
+    progress: bool = True
+    checkpoint_every: int = 1
+    keep_checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        _require(
+            [
+                (self.threads is None or self.threads >= 1, "threads must be >= 1"),
+                (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+            ]
+        )
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataSpec,
+    "model": ModelSpec,
+    "loss": LossSpec,
+    "optim": OptimSpec,
+    "evaluation": EvalSpec,
+    "run": RunSpec,
+}
+"""The parts of a config, by the table name config files and ``config.json`` use."""
+
+ALIASES: dict[str, tuple[str, str]] = {
+    "model": ("model", "name"),
+    "loss": ("loss", "name"),
+    "name": ("run", "name"),
+}
+"""Flat keys whose name differs from their field (``model = "mf"`` is ``[model] name = "mf"``)."""
+
+FLAT_KEYS: dict[str, tuple[str, str]] = {
+    **{
+        f.name: (section, f.name)
+        for section, spec in SECTIONS.items()
+        if section != "data"
+        for f in dataclasses.fields(spec)
+        if f.name != "name"
+    },
+    **ALIASES,
+}
+"""Every flat key of a config file (and of old ``config.json`` files) -> (section, field)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run, one resolved spec per part (module docstring)."""
+
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    loss: LossSpec = field(default_factory=LossSpec)
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    evaluation: EvalSpec = field(default_factory=EvalSpec)
+    run: RunSpec = field(default_factory=RunSpec)
+    preset: str | None = None
+
+    @property
+    def selection_split(self) -> str:
+        return self.evaluation.selection_split
+
+    @property
+    def protocol(self) -> str:
+        return self.evaluation.protocol
 
     def data_spec(self) -> DataSpec:
         """The data to load; the paper protocol trains on the full train split (no validation carve)."""
@@ -220,10 +382,20 @@ class TrainConfig:
         return self.data
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["ks"] = list(self.ks)
-        out["alpha"] = list(self.alpha)
+        """The resolved config as JSON-ready tables (what ``config.json`` holds)."""
+        out: dict[str, Any] = {"preset": self.preset}
+        for section in SECTIONS:
+            values = dataclasses.asdict(getattr(self, section))
+            out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
         return out
+
+    def replace(self, **changes: dict[str, Any]) -> TrainConfig:
+        """A copy with some fields of some parts changed: ``config.replace(optim={"epochs": 3})``."""
+        parts = {
+            section: dataclasses.replace(getattr(self, section), **values)
+            for section, values in changes.items()
+        }
+        return dataclasses.replace(self, **parts)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -264,6 +436,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+PRESET_DATA_KEYS = ("dataset", "path")
+"""A preset names its dataset; one's own ``--data`` replaces it (a preset applies to one's own data)."""
+
 
 def _closest(name: str, valid: list[str]) -> str:
     match = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
@@ -271,7 +446,11 @@ def _closest(name: str, valid: list[str]) -> str:
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check ``value`` against a field's type, converting only lossless cases (int->float, list->tuple)."""
+    """Check ``value`` against a field's type, converting only lossless cases (int->float, list->tuple).
+
+    Numbers must be finite: no setting of ssmrec is meaningful at ±inf or NaN, and accepting one lets a
+    run train on garbage (``--lr inf``) or write NaN metrics.
+    """
     origin = typing.get_origin(annotation)
     if origin in (types.UnionType, typing.Union):
         args = typing.get_args(annotation)
@@ -288,29 +467,37 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {_short(value)}")
         (item_type, *_rest) = typing.get_args(annotation)
         return tuple(_coerce(v, item_type, key) for v in value)
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {_short(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {_short(value)}")
         return value
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {_short(value)}")
         return value
     if annotation is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {_short(value)}")
         return value
     raise ConfigError(f"{key}: unsupported type {annotation!r}")
 
 
-def _validated(cls: type, values: dict[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` capped, so a pasted megabyte is not echoed back whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def _validated(cls: type, values: dict[str, Any], where: str, prefix: str) -> dict[str, Any]:
     """Check every key exists and every value has its field's type; ``where`` names the file."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -318,35 +505,94 @@ def _validated(cls: type, values: dict[str, Any], where: str, prefix: str = "") 
     for key, value in values.items():
         if key not in names:
             raise ConfigError(f"{where}unknown key {prefix + key!r}{_closest(key, names)}")
-        out[key] = _coerce(value, hints[key], f"{where}{prefix}{key}") if key != "data" else value
+        out[key] = _coerce(value, hints[key], f"{where}{prefix}{key}")
     return out
 
 
+def nest(values: dict[str, Any], where: str = "") -> dict[str, dict[str, Any]]:
+    """A flat, nested or mixed config mapping as ``{section: {field: value}}`` (keys checked)."""
+    nested: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for key, value in values.items():
+        if key == "preset":
+            nested.setdefault("_", {})["preset"] = value
+        elif key in SECTIONS and isinstance(value, dict):
+            nested[key].update(value)
+        elif key == "data":
+            raise ConfigError(f"{where}data: expected a table of data keys, got {_short(value)}")
+        elif key in FLAT_KEYS:
+            section, name = FLAT_KEYS[key]
+            nested[section][name] = value
+        else:
+            raise ConfigError(f"{where}unknown key {key!r}{_closest(key, [*FLAT_KEYS, *SECTIONS, 'preset'])}")
+    return nested
+
+
 def merge_layers(*layers: dict[str, Any]) -> dict[str, Any]:
-    """Later layers override earlier ones; the ``data`` table merges key by key."""
-    merged: dict[str, Any] = {}
-    data: dict[str, Any] = {}
+    """Later layers override earlier ones, key by key within each part; returns a nested mapping.
+
+    A layer that names its data (``dataset`` or ``path``) replaces the other's: a preset's
+    ``dataset = "gowalla"`` gives way to one's own ``--data DIR``.
+    """
+    merged: dict[str, Any] = {section: {} for section in SECTIONS}
     for layer in layers:
-        for key, value in layer.items():
-            if key == "data":
-                if not isinstance(value, dict):
-                    raise ConfigError(f"data: expected a table of data keys, got {value!r}")
-                data.update(value)
-            else:
-                merged[key] = value
-    merged["data"] = data
+        nested = nest(layer)
+        if "_" in nested:
+            merged["preset"] = nested.pop("_")["preset"]
+        data = nested["data"]
+        if any(data.get(key) is not None for key in PRESET_DATA_KEYS):
+            for key in PRESET_DATA_KEYS:
+                merged["data"].pop(key, None)
+        for section, values in nested.items():
+            merged[section].update(values)
     return merged
 
 
+def upgrade_legacy(values: dict[str, Any]) -> dict[str, Any]:
+    """An old flat ``config.json`` (every field, unset ones ``null``) as a loadable layer.
+
+    Those files recorded every field whether it applied or not (``layers = 1`` for MF, the unused
+    ``temperature`` of BPR); their values are the defaults of that version, so the ones that do not
+    apply to the run's loss and model are dropped instead of refused.
+    """
+    if isinstance(values.get("model"), dict) or isinstance(values.get("loss"), dict):
+        return values
+    loss = values.get("loss", "ssm")
+    model = values.get("model", "lightgcn")
+    out = {}
+    for key, value in values.items():
+        section, name = FLAT_KEYS.get(key, (None, key))
+        if value is None:
+            continue
+        not_for_loss = loss not in LOSS_DEFAULTS or name not in LOSS_DEFAULTS[loss]
+        if section == "loss" and name not in ("name", "beta") and not_for_loss:
+            continue
+        if section == "model" and name not in ("name", "dim") and name not in MODEL_DEFAULTS.get(model, {}):
+            continue
+        out[key] = value
+    negatives = out.get("negatives")
+    if "beta" in out and negatives not in BETA_SAMPLERS:
+        out.pop("beta")
+    return out
+
+
 def build_config(values: dict[str, Any], where: str = "") -> TrainConfig:
-    """A validated :class:`TrainConfig` from a merged dict (``data`` holds :class:`DataSpec` keys)."""
-    values = dict(values)
-    data_values = _validated(DataSpec, values.pop("data", {}) or {}, where, "data.")
-    top = _validated(TrainConfig, values, where)
+    """A validated, resolved :class:`TrainConfig` from a flat or nested mapping."""
     try:
-        return TrainConfig(data=DataSpec(**data_values), **top)
-    except TypeError as error:  # pragma: no cover - guarded by _validated
-        raise ConfigError(str(error)) from error
+        nested = merge_layers(values)
+    except ConfigError as error:
+        raise ConfigError(f"{where}{error}") from error
+    parts: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        prefix = "" if section != "data" else "data."
+        checked = _validated(cls, nested.get(section, {}), where, prefix)
+        try:
+            parts[section] = cls(**checked)
+        except ConfigError as error:
+            raise ConfigError(f"{where}{error}") from error
+    preset = nested.get("preset")
+    if preset is not None and not isinstance(preset, str):
+        raise ConfigError(f"{where}preset: expected a string, got {_short(preset)}")
+    return TrainConfig(**parts, preset=preset)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -389,4 +635,9 @@ def resolve_config(
                 )
             )
         preset = PRESETS[preset_name]
-    return build_config(merge_layers(preset, file_values, flag_values), where)
+    file_layer = merge_layers(file_values) if file_values else {}
+    try:
+        return build_config(merge_layers(preset, file_layer, flag_values), where)
+    except ConfigError as error:
+        text = str(error)
+        raise ConfigError(text if text.startswith(where) else f"{where}{text}") from error

@@ -1,13 +1,17 @@
 """The one table of per-loss and per-model defaults, each with the source it comes from.
 
-Keys are :class:`ssmrec.config.TrainConfig` keys. Two uses:
+Keys are flat config keys (:data:`ssmrec.config.FLAT_KEYS`). Two uses:
 
-* ``ssmrec train`` resolves the *loss options* a config leaves unset (``None``: negatives,
-  num_negatives, reduction, positive_in_denominator, margin, negative_weight) from this table, so
-  ``--loss ccl`` means SimpleX's CCL without further flags. Optimisation settings (batch size,
-  learning rate, regulariser) keep the config's own values there.
+* A loss's row lists **every option that loss has**, with its default: the config resolves the
+  options a run leaves unset from it (so ``--loss ccl`` means SimpleX's CCL without further flags),
+  and refuses an option that is not in the row (``--margin`` with SSM). A model's row does the same
+  for the model options (``layers`` is not in MF's row). Optimisation keys in a loss's row (batch
+  size, learning rate, regulariser) are not applied by ``ssmrec train``: the config keeps its own.
 * ``ssmrec grid`` applies a loss's whole row (and a model's row) to every cell of that loss (model),
   so each objective runs with the settings its paper used.
+
+Adding a loss option: a field of :class:`ssmrec.config.LossSpec`, an entry in the rows of the losses
+that have it, and the keyword of the same name in their classes' ``__init__``.
 
 The module holds data only (no torch import), so the CLI and config can read it cheaply.
 """
@@ -42,6 +46,8 @@ _POINTWISE: dict[str, Any] = {
     "negatives": "uniform",
     "num_negatives": 4,
     "reduction": "mean",
+    "exclude": "none",
+    "negative_weight": None,
     "reg": 1e-4,
     "batch_size": 2048,
     "lr": 1e-3,
@@ -62,6 +68,7 @@ LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
         "positive_in_denominator": True,
         "exclude": "none",
         "logq": "none",
+        "learn_temperature": False,
         "batch_size": 2048,
         "lr": 1e-3,
     },
@@ -72,6 +79,8 @@ LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
         "reduction": "sum",
         "positive_in_denominator": True,
         "exclude": "none",
+        "learn_temperature": False,
+        "softmax_chunk_size": SOFTMAX_CHUNK,
         "batch_size": 2048,
         "lr": 1e-3,
     },
@@ -82,6 +91,7 @@ LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
         "negatives": "uniform",
         "num_negatives": 1,
         "reduction": "mean",
+        "exclude": "none",
         "reg": 1e-4,
         "batch_size": 2048,
         "lr": 1e-3,
@@ -102,6 +112,7 @@ LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
         "margin": 0.9,
         "negative_weight": 150.0,
         "reduction": "mean",
+        "exclude": "none",
         "reg": 0.0,
         "batch_size": 256,
         "lr": 1e-4,
@@ -116,18 +127,26 @@ LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
         "temperature": 0.1,
         "reduction": "mean",
         "positive_in_denominator": False,
+        "positive_temperature": None,
+        "exclude": "none",
+        "logq": "none",
+        "learn_temperature": False,
         "batch_size": 2048,
         "lr": 1e-3,
     },
     # Adap-tau (Chen et al., WWW 2023; github.com/junkangwu/Adap_tau main.py, utils/parser.py,
     # modules/MF_tau.py): SL form (no positive in the denominator), cosine, mean, cnt_lr=10 warm-up epochs,
-    # temperature_2=1.0 (Lambert-W scale), tau_mode weight_mean.
+    # temperature_2=1.0 (Lambert-W scale), tau_mode weight_mean. ``temperature`` is only the fallback
+    # 1/w0 of degenerate data (see ssmrec.losses.adaptive).
     "adap-tau": {
         "negatives": "in-batch",
         "num_negatives": 0,
         "similarity": "cosine",
+        "temperature": 0.1,
         "reduction": "mean",
         "positive_in_denominator": False,
+        "exclude": "none",
+        "logq": "none",
         "adaptive_warmup": 10,
         "adaptive_scale": 1.0,
         "batch_size": 2048,
@@ -137,10 +156,11 @@ LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
 
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "mf": {},
-    # Official SSM code: n_layers=1, side=both, alpha=[0.5, 0.5].
-    "lightgcn": {"layers": 1},
+    # Official SSM code: n_layers=1, side=both (None), alpha=[0.5, 0.5]; "auto" picks the batch-local
+    # propagation where it is exact and faster (ssmrec.models.lightgcn).
+    "lightgcn": {"layers": 1, "propagation": "auto", "side": None, "alpha": (0.5, 0.5)},
     # The SSM paper's history encoder: side=user with one layer (SSM.py, _create_SVDpp_embed).
-    "history": {"layers": 1},
+    "history": {"layers": 1, "propagation": "auto", "side": None, "alpha": (0.5, 0.5)},
     # NGCF (Wang et al., SIGIR 2019; github.com/huangtinglin/NGCF-PyTorch): 3 layers of 64, mess_dropout 0.1.
     "ngcf": {"layers": 3, "message_dropout": 0.1},
 }
@@ -152,29 +172,3 @@ BETA_DEFAULTS: dict[str, float] = {
     # Mixed negative sampling (Yang et al., WWW 2020) adds uniformly drawn items to the in-batch ones.
     "mixed": 0.0,
 }
-
-OPTION_KEYS = (
-    "negatives",
-    "num_negatives",
-    "reduction",
-    "positive_in_denominator",
-    "margin",
-    "negative_weight",
-)
-"""Config keys that may be left ``None`` and are then resolved from :data:`LOSS_DEFAULTS`."""
-
-FALLBACKS: dict[str, Any] = {
-    "negatives": "uniform",
-    "num_negatives": 0,
-    "reduction": "mean",
-    "positive_in_denominator": True,
-    "margin": 0.9,
-    "negative_weight": None,
-}
-"""Used when a loss's row does not mention an option (the option then does not apply to it)."""
-
-
-def loss_option(loss: str, key: str) -> Any:
-    """The default of option ``key`` for ``loss`` (its table row, else the general fallback)."""
-    row = LOSS_DEFAULTS.get(loss, {})
-    return row[key] if key in row else FALLBACKS.get(key)

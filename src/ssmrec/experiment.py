@@ -1,4 +1,9 @@
-"""The training loop: one loop for every model and loss, with early stopping on a held-out split.
+"""Experiments: build a run from a config, own its run directory, train, resume, finish, reload.
+
+This is the layer between the trainer (:mod:`ssmrec.trainer`, which knows nothing of files) and the
+commands. It builds the model, loss, Adam and sampler from a :class:`ssmrec.config.TrainConfig`
+(:func:`build_training`), writes and checkpoints the run directory, handles stop requests, and
+reopens finished runs for evaluation and analysis (:func:`load_run`).
 
 Model selection looks at the validation split unless ``protocol="paper"``, which selects on the test
 split as the SSM paper and its anchors do; such runs say so in every output, because test-selected
@@ -7,31 +12,28 @@ numbers are optimistic.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
+import contextlib
+import hashlib
 import logging
-import random
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from ssmrec.batch import Batch
-from ssmrec.config import TrainConfig, build_config
+from ssmrec import checkpoint, faults
+from ssmrec.config import TrainConfig, build_config, upgrade_legacy
 from ssmrec.data import Interactions, load_dataset
 from ssmrec.errors import ConfigError, SsmrecError
 from ssmrec.evaluate import evaluate_ranking
-from ssmrec.losses import EpochContext, Objective, build_loss, l2_penalty
+from ssmrec.losses import Objective, build_loss
 from ssmrec.models import Recommender, build_model
 from ssmrec.rundir import (
     CONFIG,
@@ -40,18 +42,15 @@ from ssmrec.rundir import (
     FINAL,
     ID_MAPS,
     LOG,
+    METRICS,
     WEIGHTS,
     RunDir,
     data_fingerprint,
     environment,
     id_maps,
 )
-from ssmrec.sampling import (
-    NegativeSampler,
-    TrainingPairs,
-    TrainingSet,
-    build_sampler,
-)
+from ssmrec.sampling import NegativeSampler, TrainingSet, build_sampler
+from ssmrec.trainer import NonFiniteError, Schedule, Trainer, TrainerState, TrainingSetup, seed_everything
 
 logger = logging.getLogger("ssmrec")
 
@@ -59,6 +58,20 @@ PAPER_PROTOCOL_NOTE = (
     "paper protocol: the best epoch was chosen on the TEST split, as the SSM paper and its baselines "
     "do; these test numbers are optimistic and not a held-out estimate"
 )
+
+EXIT_CODES = {"interrupted": 130, "non-finite loss": 3}
+"""Exit status of ``ssmrec train`` by ``stopped_by`` (0 for a run that finished its schedule)."""
+
+RESUMABLE_CHANGES = {
+    ("optim", "epochs"),
+    ("optim", "max_minutes"),
+    ("optim", "patience"),
+    ("run", "progress"),
+    ("run", "threads"),
+    ("run", "keep_checkpoint"),
+    ("run", "checkpoint_every"),
+}
+"""Settings ``--resume`` may change: they extend or report a run, never change what it computed."""
 
 
 @dataclass
@@ -72,52 +85,39 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     final: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def stopped_by(self) -> str:
+        return str(self.final.get("stopped_by"))
 
-def seed_everything(seed: int) -> np.random.Generator:
-    """Seed python, numpy and torch; return the generator that drives all sampling of a run."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return np.random.default_rng(seed)
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.stopped_by, 0)
 
 
 def default_run_name(config: TrainConfig) -> str:
     data_name = config.data.dataset or Path(config.data.path or "data").name
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{data_name}-{config.model}{config.layers}-{config.loss}-{stamp}"
+    layers = "" if config.model.layers is None else config.model.layers
+    return f"{data_name}-{config.model.name}{layers}-{config.loss.name}-{stamp}"
+
+
+# ------------------------------------------------------------------------------------------ building
 
 
 def build_objective(config: TrainConfig) -> Objective:
-    """The loss of ``config``; options it leaves unset take the loss's defaults."""
-    _, num_negatives, _ = config.negative_source()
-    return build_loss(
-        config.loss,
-        temperature=config.temperature,
-        similarity=config.similarity,
-        num_negatives=num_negatives,
-        reduction=config.reduction,
-        exclude=config.exclude,
-        positive_in_denominator=config.positive_in_denominator,
-        logq=config.logq,
-        learn_temperature=config.learn_temperature,
-        positive_temperature=config.positive_temperature,
-        margin=config.margin,
-        negative_weight=config.negative_weight,
-        chunk_size=config.softmax_chunk_size,
-        adaptive_warmup=config.adaptive_warmup,
-        adaptive_scale=config.adaptive_scale,
-    )
+    """The loss of ``config`` with exactly the options its resolved spec holds."""
+    return build_loss(config.loss.name, **config.loss.objective_options())
 
 
 def build_optimizer(model: Recommender, objective: Objective, config: TrainConfig) -> torch.optim.Optimizer:
     """Adam over the model's parameters and the loss's own (a learnable temperature), one update rule."""
     parameters = [*model.parameters(), *objective.parameters()]
-    return torch.optim.Adam(parameters, lr=config.lr, fused=True)  # same update, one kernel
+    return torch.optim.Adam(parameters, lr=config.optim.lr, fused=True)  # same update, one kernel
 
 
 def build_sampler_for(config: TrainConfig, data: Interactions) -> NegativeSampler:
-    """The negative source of ``config`` (see :meth:`TrainConfig.negative_source`)."""
-    name, num_negatives, beta = config.negative_source()
+    """The negative source of ``config`` (see :meth:`ssmrec.config.LossSpec.negative_source`)."""
+    name, num_negatives, beta = config.loss.negative_source()
     try:
         return build_sampler(name, TrainingSet(data.train), num_negatives, beta)
     except ValueError as error:
@@ -125,26 +125,17 @@ def build_sampler_for(config: TrainConfig, data: Interactions) -> NegativeSample
 
 
 def build_model_for(config: TrainConfig, data: Interactions) -> Recommender:
-    return build_model(
-        config.model,
-        data.train,
-        dim=config.dim,
-        n_layers=config.layers,
-        propagation=config.propagation,
-        side=config.side,
-        alpha=(config.alpha[0], config.alpha[1]),
-        dropout=config.message_dropout,
-    )
-
-
-@dataclass(frozen=True)
-class TrainingSetup:
-    """What a training run steps with; :func:`build_training` is the one way to build it."""
-
-    model: Recommender
-    objective: Objective
-    optimizer: torch.optim.Optimizer
-    sampler: NegativeSampler
+    spec = config.model
+    options: dict[str, Any] = {"dim": spec.dim, "n_layers": spec.layers}
+    if spec.propagation is not None:
+        options["propagation"] = spec.propagation
+    if spec.alpha is not None:
+        options["alpha"] = (spec.alpha[0], spec.alpha[1])
+    if spec.side is not None:
+        options["side"] = spec.side
+    if spec.message_dropout is not None:
+        options["dropout"] = spec.message_dropout
+    return build_model(spec.name, data.train, **options)
 
 
 def build_training(config: TrainConfig, data: Interactions) -> TrainingSetup:
@@ -156,29 +147,40 @@ def build_training(config: TrainConfig, data: Interactions) -> TrainingSetup:
     return TrainingSetup(model, objective, optimizer, build_sampler_for(config, data))
 
 
-def load_run(
-    path: str | Path, data: Interactions | None = None
-) -> tuple[TrainConfig, Interactions, Recommender]:
-    """Open a finished run directory: its config, its dataset and its best weights, ready to rank.
+def schedule_of(config: TrainConfig) -> Schedule:
+    """The loop settings of ``config``."""
+    optim = config.optim
+    return Schedule(
+        batch_size=optim.batch_size,
+        reg=optim.reg,
+        epochs=optim.epochs,
+        eval_every=optim.eval_every,
+        patience=optim.patience,
+        metric=config.evaluation.metric,
+        max_minutes=optim.max_minutes,
+        checkpoint_every=config.run.checkpoint_every,
+        progress=_show_progress(config),
+    )
 
-    Only what the run directory holds is used (``config.json``, ``data.json``, ``model.safetensors``)
-    plus the dataset files, which must be the ones the run saw: their sha256s are compared with
-    ``data.json`` so a changed file cannot silently give different numbers. ``data`` may pass an
-    already loaded dataset (several runs on the same data share one load); it is checked the same way.
-    """
-    run = RunDir(path)
-    for needed in (CONFIG, DATA, WEIGHTS):
-        if not (run.path / needed).is_file():
-            raise SsmrecError(f"{run.path}: not a complete run directory ({needed} is missing)")
-    config = build_config(run.read_json(CONFIG), f"{run.path / CONFIG}: ")
-    if data is None:
-        data = load_dataset(config.data_spec())
-    recorded = run.read_json(DATA)
-    if recorded.get("source") != data_fingerprint(data)["source"]:
-        raise SsmrecError(f"{run.path}: the dataset's files changed since the run (source hashes differ)")
-    model = build_model_for(config, data)
-    model.load_state_dict(run.load_weights())
-    return config, data, model
+
+def build_trainer(config: TrainConfig, data: Interactions, should_stop: Any = lambda: False) -> Trainer:
+    """A fresh trainer for ``config``: seeds everything, then builds (the order fixes the weights)."""
+    rng = seed_everything(config.optim.seed)
+    setup = build_training(config, data)
+    split = config.selection_split
+    trainer = Trainer(
+        setup,
+        data,
+        schedule_of(config),
+        rng,
+        evaluate=lambda model: evaluate_split(model, data, split, config),
+        should_stop=should_stop,
+    )
+    trainer.record_fields = {"protocol": config.protocol}
+    return trainer
+
+
+# --------------------------------------------------------------------------------------- evaluation
 
 
 def exclusions(data: Interactions, split: str) -> list:
@@ -201,15 +203,39 @@ def evaluate_split(
         items,
         truth,
         exclude=exclusions(data, split),
-        ks=config.ks,
-        score=config.rank_by,
-        chunk_size=config.eval_chunk_size,
+        ks=config.evaluation.ks,
+        score=config.evaluation.rank_by,
+        chunk_size=config.evaluation.eval_chunk_size,
         progress=_show_progress(config),
     )
 
 
 def _show_progress(config: TrainConfig) -> bool:
-    return config.progress and sys.stderr.isatty()
+    return config.run.progress and sys.stderr.isatty()
+
+
+def check_evaluable(config: TrainConfig, data: Interactions) -> None:
+    """Refuse a run whose selection or test split has nothing to evaluate (it would write NaN metrics)."""
+    for split in dict.fromkeys((config.selection_split, "test")):
+        matrix = data.valid if split == "valid" else data.test
+        if matrix is None or matrix.nnz == 0:
+            if split == "valid":
+                raise ConfigError(
+                    "the standard protocol selects on a validation split, but the data has none"
+                    + ("" if matrix is None else " (the carved split is empty: users have too few items)")
+                    + "; set a larger --valid-ratio or use --protocol paper"
+                )
+            dropped = data.report.dropped_eval_pairs
+            reason = (
+                f" after dropping pairs of users or items unseen in training ({dropped})" if dropped else ""
+            )
+            raise ConfigError(
+                f"the test split of {data.name} is empty{reason}: nothing to evaluate; give data with "
+                "held-out interactions, or unsplit data to split (--split, --test-ratio)"
+            )
+
+
+# ---------------------------------------------------------------------------------- run directory
 
 
 def _attach_log(path: Path) -> logging.Handler:
@@ -220,263 +246,309 @@ def _attach_log(path: Path) -> logging.Handler:
     return handler
 
 
-def batch_loss(model: Recommender, objective: Objective, batch: Batch, reg: float) -> Tensor:
-    """The loss of one batch: the objective on the batch's representations plus the L2 regulariser.
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
-    The regulariser covers the ego embeddings of the batch's users, positives and sampled negatives
-    (a shared negative once). Objectives that score all items (``needs_all_items``) get one full
-    forward, whose item table ``batch.all_items`` returns.
 
-    Otherwise each distinct item of the batch is encoded once and gathered after: with many negatives
-    per row most ids repeat (CCL's 256 × 800 draws hit ~40 k distinct Gowalla items), so encoding and,
-    for cosine objectives, normalising the distinct rows is far cheaper than normalising B × M gathered
-    copies and back-propagating through them (``batch.normalized`` then tells the objective).
-    Positives and negatives are gathered separately with ``index_select``, whose backward is one
-    ``index_add`` (slicing one gathered tensor would zero-fill and copy all of it in the backward).
+class RunHooks:
+    """The trainer's hooks for one run directory: metrics, best weights, checkpoints."""
+
+    def __init__(self, run: RunDir, config: TrainConfig) -> None:
+        self.run, self.config = run, config
+
+    def evaluated(self, history: list[dict[str, Any]]) -> None:
+        self.run.write_metrics(history)
+
+    def improved(self, best: dict[str, Tensor]) -> None:
+        faults.point("weights.write")
+        self.run.save_weights(best)
+
+    def checkpoint(self, trainer: Trainer) -> None:
+        state, tensors = trainer.checkpoint_state()
+        report = checkpoint.write(self.run.path, state, tensors)
+        logger.info("checkpoint %s: %.1f MB in %.2f s", report.path.name, report.bytes / 1e6, report.seconds)
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[Any]:
+    """Make Ctrl-C and SIGTERM *request* a stop: the trainer finishes its step, checkpoints, and the
+    run is finalised (best weights evaluated, ``stopped_by: interrupted``). A second signal aborts at
+    once (``KeyboardInterrupt``). Yields the ``should_stop()`` callable; handlers are restored after.
+
+    Installed for the whole run, set-up and final evaluation included, so a stop request at any moment
+    ends in a finalised run. Handlers can only be installed from the main thread; elsewhere the
+    signals keep their meaning and ``should_stop`` is always false.
     """
-    size = len(batch.users)
-    items = batch.items()
-    if objective.needs_all_items:
-        all_users, item_table = model()
-        user_repr, rows = all_users[batch.users], items
-        batch = dataclasses.replace(batch, all_items=lambda: item_table)
-    else:
-        distinct, rows = torch.unique(items, return_inverse=True)
-        user_repr, item_table = model.encode(batch.users, distinct)
-        if objective.similarity == "cosine":
-            user_repr, item_table = F.normalize(user_repr, dim=-1), F.normalize(item_table, dim=-1)
-            batch = dataclasses.replace(batch, normalized=True)
-    positive_repr = item_table.index_select(0, rows[:size])
-    negative_repr = None
-    if batch.negatives is not None:
-        negative_repr = item_table.index_select(0, rows[size:]).reshape(*batch.negatives.shape, -1)
-    loss = objective(user_repr, positive_repr, negative_repr, batch)
-    if reg > 0:
-        loss = loss + l2_penalty(reg, model.ego(batch.users, items), size, objective.reduction)
-    return loss
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+
+    def request(signum: int, frame: object) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        logger.warning("stop requested (%s): finishing the current step", signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested.is_set
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
-    """``optimizer.step()`` after densifying any sparse gradient.
-
-    The regulariser's gradient is sparse (:meth:`ssmrec.models.base.Recommender.ego`) and normally
-    lands in the encoder's dense gradient; a table that got no dense gradient this step (an encoder that
-    does not read it) would otherwise stop Adam, which needs dense gradients.
-    """
-    for group in optimizer.param_groups:
-        for parameter in group["params"]:
-            if parameter.grad is not None and parameter.grad.is_sparse:
-                parameter.grad = parameter.grad.to_dense()
-    optimizer.step()
-
-
-def train_one_epoch(
-    model: Recommender,
-    objective: Objective,
-    optimizer: torch.optim.Optimizer,
-    pairs: TrainingPairs,
-    sampler: NegativeSampler,
-    rng: np.random.Generator,
-    config: TrainConfig,
-    description: str,
-) -> float:
-    """One pass over the training pairs; returns the mean batch loss (regulariser included).
-
-    ``sampler`` gives every batch its negatives (:mod:`ssmrec.sampling.negatives`); the objective gets
-    them, with the batch's ids, through one :class:`ssmrec.batch.Batch`.
-    """
-    model.train()
-    total, batches = 0.0, 0
-    iterator = pairs.batches(config.batch_size, rng)
-    bar = tqdm(
-        iterator,
-        total=pairs.n_batches(config.batch_size),
-        desc=description,
-        leave=False,
-        disable=not _show_progress(config),
-    )
-    for users, positives in bar:
-        batch = Batch.build(
-            users, positives, sampler.sample(users, positives, rng), training=sampler.training
+def _refuse_occupied(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise SsmrecError(f"output {path} exists and is not a folder; choose another --output")
+    if path.is_dir() and any(path.iterdir()):
+        raise SsmrecError(
+            f"run directory {path} already exists and is not empty; choose another --output, "
+            f"or continue it with: ssmrec train --resume {path}"
         )
-        loss = batch_loss(model, objective, batch, config.reg)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer_step(optimizer)
-        total += float(loss.detach())
-        batches += 1
-    return total / max(1, batches)
 
 
 def train(config: TrainConfig, data: Interactions | None = None) -> TrainResult:
     """Train ``config``'s model on its data and write a complete run directory.
 
-    Everything that can be rejected (the config, the data, an empty selection split, an occupied output
+    Everything that can be rejected (the config, the data, an empty evaluation split, an occupied output
     folder) is checked before the run directory is created, so a refused run leaves nothing behind.
     """
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    started = time.perf_counter()
-    if data is None:
-        data = load_dataset(config.data_spec())
-    load_seconds = time.perf_counter() - started
-    if config.selection_split == "valid" and (data.valid is None or data.valid.nnz == 0):
-        raise ConfigError(
-            "the standard protocol selects on a validation split, but the data has none"
-            + ("" if data.valid is None else " (the carved split is empty: users have too few items)")
-            + "; set a larger --valid-ratio or use --protocol paper"
-        )
-    run = RunDir.create(config.output or Path("runs") / (config.name or default_run_name(config)))
-    handler = _attach_log(run.path / LOG)
-    try:
-        if config.protocol == "paper":
-            logger.warning("%s", PAPER_PROTOCOL_NOTE)
-        logger.info("data %s: %s (loaded in %.2f s)", data.name, data.counts(), load_seconds)
-        return _train(config, data, run, started)
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
+    output = Path(config.run.output or Path("runs") / (config.run.name or default_run_name(config)))
+    _refuse_occupied(output)
+    with stop_requests() as should_stop:
+        if config.run.threads:
+            torch.set_num_threads(config.run.threads)
+        started = time.perf_counter()
+        if data is None:
+            data = load_dataset(config.data_spec())
+        load_seconds = time.perf_counter() - started
+        check_evaluable(config, data)
+        run = RunDir.create(output)
+        handler = _attach_log(run.path / LOG)
+        try:
+            if config.protocol == "paper":
+                logger.warning("%s", PAPER_PROTOCOL_NOTE)
+            logger.info("data %s: %s (loaded in %.2f s)", data.name, data.counts(), load_seconds)
+            run.write_json(CONFIG, config.to_dict())
+            run.write_json(DATA, data_fingerprint(data))
+            run.write_json(ENVIRONMENT, environment())
+            run.write_json(ID_MAPS, id_maps(data))
+            trainer = build_trainer(config, data, should_stop)
+            return _run(trainer, config, data, run, started)
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
 
 
-def _sigterm_interrupts() -> tuple[bool, Any]:
-    """Make SIGTERM raise ``KeyboardInterrupt``; returns whether it did, and the handler to restore.
+def resume(path: str | Path, changes: dict[str, Any] | None = None) -> TrainResult:
+    """Continue the run in ``path`` from its last checkpoint, with the run's own config.
 
-    So ``kill`` or a job scheduler's stop request finalises a run (best weights, final metrics) as
-    Ctrl-C does, instead of leaving it without them. Handlers can only be installed from the main
-    thread; elsewhere SIGTERM keeps its meaning.
+    ``changes`` (flat keys, as from flags) may only raise the schedule or change reporting
+    (:data:`RESUMABLE_CHANGES`); anything that would change the result is refused. The dataset's
+    files must be the ones the run saw. A run that died before its first checkpoint starts again
+    from the beginning in the same directory, which gives the same result.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return False, None
+    run = RunDir(path)
+    for needed in (CONFIG, DATA):
+        if not (run.path / needed).is_file():
+            raise SsmrecError(f"{run.path}: not a run directory ({needed} is missing); nothing to resume")
+    recorded = _read_config(run)
+    config = _with_changes(recorded, changes or {}, run.path)
+    with stop_requests() as should_stop:
+        if config.run.threads:
+            torch.set_num_threads(config.run.threads)
+        started = time.perf_counter()
+        data = load_dataset(config.data_spec())
+        _check_same_data(run, data)
+        removed = checkpoint.clean_stale(run.path)
+        saved = checkpoint.latest(run.path)
+        handler = _attach_log(run.path / LOG)
+        try:
+            for entry in removed:
+                logger.info("removed %s left by an interrupted write", entry)
+            (run.path / FINAL).unlink(missing_ok=True)  # the run is unfinished again until it ends
+            run.write_json(CONFIG, config.to_dict())
+            trainer = build_trainer(config, data, should_stop)
+            if saved is None:
+                logger.warning("%s has no checkpoint: training again from the start", run.path)
+                for name in (METRICS, WEIGHTS):
+                    (run.path / name).unlink(missing_ok=True)
+            else:
+                trainer.restore(saved.state, saved.tensors)
+                position = trainer.state
+                logger.info(
+                    "resumed from checkpoint %s: epoch %d%s",
+                    saved.path.name,
+                    position.epoch,
+                    f", batch {position.step} of epoch {position.epoch + 1}" if position.step else "",
+                )
+                trainer.state.stopped_by = None
+                run.write_metrics(trainer.state.history)
+            return _run(trainer, config, data, run, started)
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    return True, signal.SIG_DFL if previous is None else previous  # None: a handler not set from Python
-
-
-def _stop_reason(stopped_early: bool, interrupted: bool, out_of_time: bool) -> str:
-    """Why training ended, for final_metrics.json and the grid table."""
-    if interrupted:
-        return "interrupted"
-    if stopped_early:
-        return "early stop"
-    return "time budget" if out_of_time else "max epochs"
+def _read_config(run: RunDir) -> TrainConfig:
+    where = f"{run.path / CONFIG}: "
+    try:
+        values = run.read_json(CONFIG)
+    except (OSError, ValueError) as error:
+        raise SsmrecError(f"{run.path / CONFIG}: unreadable ({error})") from error
+    if not isinstance(values, dict):
+        raise SsmrecError(f"{run.path / CONFIG}: expected a JSON object")
+    return build_config(upgrade_legacy(values), where)
 
 
-def _train(config: TrainConfig, data: Interactions, run: RunDir, started: float) -> TrainResult:
-    rng = seed_everything(config.seed)
-    run.write_json(CONFIG, config.to_dict())
-    run.write_json(DATA, data_fingerprint(data))
-    run.write_json(ENVIRONMENT, environment())
-    run.write_json(ID_MAPS, id_maps(data))
-    selection = config.selection_split
-    torch.manual_seed(config.seed)
-    setup = build_training(config, data)
-    model, objective, optimizer, sampler = setup.model, setup.objective, setup.optimizer, setup.sampler
-    pairs = TrainingPairs(data.train)
+def _with_changes(config: TrainConfig, changes: dict[str, Any], path: Path) -> TrainConfig:
+    """``config`` with ``changes`` applied, refusing any that would change the result."""
+    if not changes:
+        return config
+    changed = build_config({**_flat_without_output(config), **changes})
+    before, after = config.to_dict(), changed.to_dict()
+    refused = sorted(
+        f"{section}.{key}"
+        for section in after
+        if isinstance(after[section], dict)
+        for key in after[section]
+        if after[section][key] != before[section][key]
+        and (section, key) not in RESUMABLE_CHANGES
+        and not (section == "run" and key in ("output", "name"))
+    )
+    if refused:
+        raise ConfigError(
+            f"--resume {path} continues that run with its own settings; these would change its result: "
+            f"{', '.join(refused)} (only epochs, max_minutes, patience, threads, progress, "
+            "checkpoint_every and keep_checkpoint may be given)"
+        )
+    return changed
+
+
+def _flat_without_output(config: TrainConfig) -> dict[str, Any]:
+    values = config.to_dict()
+    values["run"] = {k: v for k, v in values["run"].items() if k not in ("output", "name")}
+    return values
+
+
+def _check_same_data(run: RunDir, data: Interactions) -> None:
+    recorded = run.read_json(DATA)
+    if recorded.get("source") != data_fingerprint(data)["source"]:
+        raise SsmrecError(f"{run.path}: the dataset's files changed since the run (source hashes differ)")
+
+
+def _run(
+    trainer: Trainer, config: TrainConfig, data: Interactions, run: RunDir, started: float
+) -> TrainResult:
+    """Fit, then finish the run directory whatever ended the loop (module docstring)."""
     logger.info(
         "model %s, loss %s, %d training pairs, %d batches of %d per epoch",
-        config.model if config.model == "mf" else f"{config.model} ({config.layers} layers)",
-        config.loss,
-        len(pairs),
-        pairs.n_batches(config.batch_size),
-        config.batch_size,
+        config.model.describe(),
+        config.loss.name,
+        len(trainer.pairs),
+        trainer.pairs.n_batches(config.optim.batch_size),
+        config.optim.batch_size,
     )
-    logger.info("objective %r, negatives %r", objective, sampler)
+    logger.info("objective %r, negatives %r", trainer.objective, trainer.sampler)
+    hooks = RunHooks(run, config)
+    fault: NonFiniteError | None = None
+    try:
+        state = trainer.fit(hooks, config.selection_split)
+    except NonFiniteError as error:
+        fault, state = error, trainer.state
+        state.stopped_by = "non-finite loss"
+        logger.error("%s", _non_finite_message(error, config))
+    return _finish(trainer, state, config, data, run, started, fault)
 
-    history: list[dict[str, Any]] = []
-    best_value, best_epoch, best_state = -float("inf"), 0, copy.deepcopy(model.state_dict())
-    evaluations_without_gain, stopped_early, epoch = 0, False, 0
-    train_seconds = 0.0
-    interrupted, completed, out_of_time = False, 0, False
-    budget = None if config.max_minutes is None else time.perf_counter() + 60 * config.max_minutes
-    sigterm_installed, previous_sigterm = _sigterm_interrupts()
-    try:  # Ctrl-C or SIGTERM ends training but still finalises the run with the best weights so far
-        for epoch in range(1, config.epochs + 1):
-            tick = time.perf_counter()
-            objective.begin_epoch(EpochContext(epoch, model, data.train))
-            loss = train_one_epoch(
-                model, objective, optimizer, pairs, sampler, rng, config, f"epoch {epoch}/{config.epochs}"
-            )
-            epoch_seconds = time.perf_counter() - tick
-            train_seconds += epoch_seconds
-            completed = epoch
-            out_of_time = budget is not None and time.perf_counter() >= budget
-            if epoch % config.eval_every and epoch != config.epochs and not out_of_time:
-                logger.info("epoch %d loss %.4f (%.1f s)", epoch, loss, epoch_seconds)
-                continue
-            tick = time.perf_counter()
-            metrics = evaluate_split(model, data, selection, config)
-            eval_seconds = time.perf_counter() - tick
-            record = {
-                "epoch": epoch,
-                "loss": loss,
-                "train_seconds": epoch_seconds,
-                "eval_seconds": eval_seconds,
-                "split": selection,
-                "protocol": config.protocol,
-                **metrics,
-            }
-            history.append(record)
-            run.write_metrics(history)
-            value = metrics[config.metric]
-            improved = value > best_value
-            if improved:
-                best_value, best_epoch, evaluations_without_gain = value, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-                run.save_weights(best_state)
-            else:
-                evaluations_without_gain += 1
-            logger.info(
-                "epoch %d loss %.4f %s %s %.4f ndcg@20 %.4f (train %.1f s, eval %.1f s)%s",
-                epoch,
-                loss,
-                selection,
-                config.metric,
-                value,
-                metrics.get("ndcg@20", float("nan")),
-                epoch_seconds,
-                eval_seconds,
-                " *" if improved else "",
-            )
-            if evaluations_without_gain >= config.patience:
-                stopped_early = True
-                logger.info("early stop: %d evaluations without gain in %s", config.patience, config.metric)
-                break
-            if out_of_time:
-                logger.info("time budget of %g minutes reached after epoch %d", config.max_minutes, epoch)
-                break
-    except KeyboardInterrupt:
-        interrupted, epoch = True, completed
-        logger.warning("interrupted: finishing the run with the best weights so far (epoch %d)", best_epoch)
-    finally:
-        if sigterm_installed:
-            signal.signal(signal.SIGTERM, previous_sigterm)
-    if not history:
-        run.save_weights(best_state)
-    model.load_state_dict(best_state)
+
+def _non_finite_message(error: NonFiniteError, config: TrainConfig) -> str:
+    loss, optim = config.loss, config.optim
+    suspects = [f"lr={optim.lr:g}", f"reg={optim.reg:g}"]
+    if loss.temperature is not None:
+        suspects.insert(0, f"temperature={loss.temperature:g}")
+    if loss.similarity is not None:
+        suspects.insert(1, f"similarity={loss.similarity}")
+    return (
+        f"training stopped: {error} at epoch {error.epoch}, batch {error.batch} (term: {error.term}); "
+        f"settings most likely responsible: {', '.join(suspects)}; the last good checkpoint is kept"
+    )
+
+
+def _finish(
+    trainer: Trainer,
+    state: TrainerState,
+    config: TrainConfig,
+    data: Interactions,
+    run: RunDir,
+    started: float,
+    fault: NonFiniteError | None,
+) -> TrainResult:
+    model = trainer.model
+    if not state.history and fault is None:
+        trainer.best_weights = {k: v.clone() for k, v in model.state_dict().items()}
+        run.save_weights(trainer.best_weights)
+    model.load_state_dict(trainer.best_weights)
     final: dict[str, Any] = {
         "protocol": config.protocol,
-        "selection_split": selection,
-        "best_epoch": best_epoch,
-        "epochs_run": epoch,
-        "stopped_early": stopped_early,
-        "interrupted": interrupted,
-        "stopped_by": _stop_reason(stopped_early, interrupted, out_of_time),
-        "train_seconds": train_seconds,
+        "selection_split": config.selection_split,
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped_by == "early stop",
+        "interrupted": state.stopped_by == "interrupted",
+        "stopped_by": state.stopped_by,
+        "train_seconds": state.train_seconds,
+        "eval_seconds": state.eval_seconds,
         "wall_seconds": time.perf_counter() - started,
     }
     if config.protocol == "paper":
         final["note"] = PAPER_PROTOCOL_NOTE
-    for split in ("valid", "test"):
-        if split == "valid" and data.valid is None:
-            continue
-        final[split] = evaluate_split(model, data, split, config)
+    if fault is not None:
+        final["error"] = _non_finite_message(fault, config)
+    scoring = trainer.objective.scoring()
+    if scoring is not None:  # what analyses score the run with (a learned τ is known only here)
+        final["scoring"] = {"similarity": scoring[0], "temperature": scoring[1]}
+    if fault is None or state.history:  # never NaN metrics written as if valid: only evaluated weights
+        for split in ("valid", "test"):
+            if split == "valid" and data.valid is None:
+                continue
+            final[split] = evaluate_split(model, data, split, config)
+        final["weights_sha256"] = _sha256(run.path / WEIGHTS)
+    final["config_sha256"] = _sha256(run.path / CONFIG)
     run.write_json(FINAL, final)
-    logger.info(
-        "best epoch %d; test %s",
-        best_epoch,
-        {k: round(v, 4) for k, v in final["test"].items() if k in ("recall@20", "ndcg@20")},
-    )
-    return TrainResult(run.path, best_epoch, epoch, stopped_early, history, final)
+    if state.stopped_by not in ("interrupted", "non-finite loss") and not config.run.keep_checkpoint:
+        checkpoint.remove(run.path)
+    if "test" in final:
+        logger.info(
+            "best epoch %d; test %s",
+            state.best_epoch,
+            {k: round(v, 4) for k, v in final["test"].items() if k in ("recall@20", "ndcg@20")},
+        )
+    stopped_early = state.stopped_by == "early stop"
+    return TrainResult(run.path, state.best_epoch, state.epoch, stopped_early, state.history, final)
+
+
+# ------------------------------------------------------------------------------------- reopening
+
+
+def load_run(
+    path: str | Path, data: Interactions | None = None
+) -> tuple[TrainConfig, Interactions, Recommender]:
+    """Open a finished run directory: its config, its dataset and its best weights, ready to rank.
+
+    Only what the run directory holds is used (``config.json``, ``data.json``, ``model.safetensors``)
+    plus the dataset files, which must be the ones the run saw: their sha256s are compared with
+    ``data.json`` so a changed file cannot silently give different numbers. ``data`` may pass an
+    already loaded dataset (several runs on the same data share one load); it is checked the same way.
+    """
+    run = RunDir(path)
+    for needed in (CONFIG, DATA, WEIGHTS):
+        if not (run.path / needed).is_file():
+            raise SsmrecError(f"{run.path}: not a complete run directory ({needed} is missing)")
+    config = _read_config(run)
+    if data is None:
+        data = load_dataset(config.data_spec())
+    _check_same_data(run, data)
+    model = build_model_for(config, data)
+    model.load_state_dict(run.load_weights())
+    return config, data, model

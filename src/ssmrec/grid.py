@@ -1,12 +1,15 @@
 """``ssmrec grid``: train every model × loss combination, one after another, and tabulate the results.
 
-Each cell is an ordinary :func:`ssmrec.experiment.train` run in ``<output>/<model>-<loss>/``. A cell whose
+Each cell is an ordinary :func:`ssmrec.experiment.train` run in ``<output>/<model>-<loss>/``. A cell
+whose
 ``final_metrics.json`` exists is finished and is skipped when the grid runs again (after checking that
 its recorded config is the one the grid would use now: a changed setting is an error, not a silently
-stale row). A cell directory without ``final_metrics.json`` is an interrupted or failed run: it is
-moved aside to ``<output>/interrupted/<model>-<loss>-<timestamp>/`` (kept for its log, never deleted)
-and the cell restarts from scratch. After every cell, ``grid.md`` and ``grid.csv`` are rewritten
-atomically with Recall/NDCG@20 on valid and test, epochs, why the cell stopped (early stop,
+stale row). A cell that was interrupted (Ctrl-C, ``kill -9``, a crash) is continued from its last
+checkpoint with :func:`ssmrec.experiment.resume`, which gives the result an uninterrupted run would
+have; a cell directory too incomplete to resume (no ``config.json``) is moved aside to
+``<output>/interrupted/<model>-<loss>-<timestamp>/`` (kept for its log, never deleted) and restarts.
+After every cell, ``grid.md`` and ``grid.csv`` are rewritten atomically with Recall/NDCG@20 on
+valid and test, epochs, why the cell stopped (early stop,
 time budget, max epochs) and wall time per cell.
 
 Settings of a cell, later layers winning:
@@ -38,7 +41,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ssmrec.config import PRESETS, PROTOCOLS, TrainConfig, build_config, merge_layers, read_config_file
+from ssmrec.config import (
+    FLAT_KEYS,
+    PRESETS,
+    PROTOCOLS,
+    TrainConfig,
+    build_config,
+    merge_layers,
+    read_config_file,
+    upgrade_legacy,
+)
 from ssmrec.defaults import LOSS_DEFAULTS, LOSSES, MODEL_DEFAULTS, MODELS
 from ssmrec.errors import ConfigError, SsmrecError
 
@@ -49,8 +61,8 @@ DEFAULT_LOSSES = ("bpr", "bce", "mse", "ccl", "ssm", "softmax")
 FINAL = "final_metrics.json"
 CONFIG = "config.json"
 INTERRUPTED = "interrupted"
-IGNORED_WHEN_RESUMING = ("output", "name", "progress", "threads")
-"""Config keys that may differ between the run that finished a cell and the grid run that skips it."""
+IGNORED_WHEN_RESUMING = ("run",)
+"""Config parts that may differ between the run that finished a cell and the grid run that skips it."""
 MODEL_KEYS = ("data", "preset", "model", "layers", "dim", "propagation", "side", "alpha", "message_dropout")
 """Keys of a dataset preset that describe the model or data, not the loss: not taken from presets."""
 COLUMNS = (
@@ -159,7 +171,7 @@ def cell_config(spec: GridSpec, model: str, loss: str) -> TrainConfig:
         LOSS_DEFAULTS.get(loss, {}),
         _dataset_preset(loss, dataset),
         MODEL_DEFAULTS.get(model, {}),
-        file,
+        _applicable(file, model, loss),
         per_model,
         per_loss,
         per_cell,
@@ -170,17 +182,50 @@ def cell_config(spec: GridSpec, model: str, loss: str) -> TrainConfig:
     return build_config(merge_layers(*layers), where)
 
 
+def _applicable(layer: dict[str, Any], model: str, loss: str) -> dict[str, Any]:
+    """The keys of a layer shared by every cell that apply to this cell's loss and model.
+
+    A top-level ``temperature = 0.2`` in a grid file means "for the losses that have one"; per-loss,
+    per-model and per-cell tables are taken as written (an option there that does not apply is an
+    error, as in ``ssmrec train``).
+    """
+    out = {}
+    for key, value in layer.items():
+        section, name = FLAT_KEYS.get(key, (None, key))
+        if section == "loss" and name not in ("name", "beta") and name not in LOSS_DEFAULTS[loss]:
+            continue
+        if section == "model" and name not in ("name", "dim") and name not in MODEL_DEFAULTS[model]:
+            continue
+        out[key] = value
+    return out
+
+
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key not in IGNORED_WHEN_RESUMING}
+
+
+def _differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``part.key`` of every setting whose value differs between two config dicts."""
+    out = []
+    for section in sorted(set(recorded) | set(wanted)):
+        old, new = recorded.get(section), wanted.get(section)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += [f"{section}.{key}" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+        elif old != new:
+            out.append(section)
+    return out
 
 
 def _check_finished(directory: Path, config: TrainConfig) -> None:
     recorded_path = directory / CONFIG
     if not recorded_path.is_file():
         return
-    recorded = _comparable(json.loads(recorded_path.read_text()))
+    recorded_config = build_config(
+        upgrade_legacy(json.loads(recorded_path.read_text())), f"{recorded_path}: "
+    )
+    recorded = _comparable(json.loads(json.dumps(recorded_config.to_dict())))
     wanted = _comparable(json.loads(json.dumps(config.to_dict())))
-    changed = sorted(key for key in set(recorded) | set(wanted) if recorded.get(key) != wanted.get(key))
+    changed = _differences(recorded, wanted)
     if changed:
         raise SsmrecError(
             f"{directory} finished with other settings ({', '.join(changed)} differ from this grid's); "
@@ -222,12 +267,15 @@ def run_grid(spec: GridSpec, note: Any = None) -> list[CellResult]:
             results.append(CellResult(model, loss, "finished", directory, final))
             write_tables(spec, results, cells)
             continue
-        if directory.exists():
+        resumable = (directory / CONFIG).is_file() and (directory / "data.json").is_file()
+        if resumable:
+            _check_finished(directory, config)
+        elif directory.exists():
             moved = _move_aside(directory, spec.output)
             say(f"{label}: unfinished run moved to {moved}")
-        say(f"{label}: training")
+        say(f"{label}: {'resuming from its checkpoint' if resumable else 'training'}")
         try:
-            result = training.train(config)
+            result = training.resume(directory) if resumable else training.train(config)
             if result.final.get("interrupted"):  # Ctrl-C: train() kept the run; the grid stops here
                 raise KeyboardInterrupt
             results.append(CellResult(model, loss, "done", directory, result.final))
@@ -327,7 +375,7 @@ def write_tables(
         f"# ssmrec grid: {dataset}",
         "",
         f"Protocol `{config.protocol}`: model selection on the {config.selection_split} split by "
-        f"{config.metric}. Each cell is a run directory `<model>-<loss>/` under this folder "
+        f"{config.evaluation.metric}. Each cell is a run directory `<model>-<loss>/` under this folder "
         "(its `config.json` holds every setting).",
     ]
     if config.protocol == "paper":

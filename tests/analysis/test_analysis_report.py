@@ -53,8 +53,10 @@ def write_skewed(folder: Path, seed: int = 0, n_users: int = 150, n_items: int =
 
 
 def train_tiny(data: Path, output: Path, model: str, loss: str, epochs: int = 4) -> dict:
-    argv = ["train", "--data", str(data), "--output", str(output), "--model", model, "--layers", "1",
-            "--loss", loss, "--temperature", "0.2", "--batch-size", "256", "--epochs", str(epochs),
+    model_flags = ["--layers", "1"] if model == "lightgcn" else []
+    loss_flags = ["--temperature", "0.2"] if loss in ("ssm", "softmax", "bsl", "adap-tau") else []
+    argv = ["train", "--data", str(data), "--output", str(output), "--model", model, *model_flags,
+            "--loss", loss, *loss_flags, "--batch-size", "256", "--epochs", str(epochs),
             "--lr", "0.01", "--reg", "1e-4", "--protocol", "paper", "--seed", "5", "--threads", "1",
             "--no-progress"]  # fmt: skip
     assert main(argv) == 0

@@ -12,8 +12,13 @@ from ssmrec.errors import ConfigError
 
 def test_defaults_follow_official_ssm_settings() -> None:
     config = TrainConfig()
-    assert (config.batch_size, config.dim, config.lr, config.patience) == (2048, 64, 1e-3, 15)
-    assert (config.loss, config.similarity, config.rank_by, config.protocol) == (
+    assert (config.optim.batch_size, config.model.dim, config.optim.lr, config.optim.patience) == (
+        2048,
+        64,
+        1e-3,
+        15,
+    )
+    assert (config.loss.name, config.loss.similarity, config.evaluation.rank_by, config.protocol) == (
         "ssm",
         "cosine",
         "dot",
@@ -24,12 +29,12 @@ def test_defaults_follow_official_ssm_settings() -> None:
 
 def test_presets_carry_the_papers_settings() -> None:
     gowalla = resolve_config(flag_values={"preset": "ssm-gowalla"})
-    assert (gowalla.data.dataset, gowalla.model, gowalla.layers) == ("gowalla", "lightgcn", 1)
-    assert (gowalla.temperature, gowalla.reg) == (0.12, 1e-5)
+    assert (gowalla.data.dataset, gowalla.model.name, gowalla.model.layers) == ("gowalla", "lightgcn", 1)
+    assert (gowalla.loss.temperature, gowalla.optim.reg) == (0.12, 1e-5)
     yelp = resolve_config(flag_values={"preset": "ssm-yelp2018"})
-    assert (yelp.layers, yelp.temperature, yelp.reg) == (1, 0.14, 1e-5)
+    assert (yelp.model.layers, yelp.loss.temperature, yelp.optim.reg) == (1, 0.14, 1e-5)
     book = resolve_config(flag_values={"preset": "ssm-amazon-book"})
-    assert (book.layers, book.temperature, book.reg) == (3, 0.1, 1e-1)
+    assert (book.model.layers, book.loss.temperature, book.optim.reg) == (3, 0.1, 1e-1)
     assert set(PRESETS) >= {"ssm-gowalla", "ssm-yelp2018", "ssm-amazon-book"}
 
 
@@ -37,9 +42,9 @@ def test_layering_file_over_preset_flags_over_file(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
     path.write_text('preset = "ssm-gowalla"\ntemperature = 0.2\nepochs = 7\n[data]\nvalid_ratio = 0.05\n')
     config = resolve_config(read_config_file(path), {"epochs": 3, "data": {"split_seed": 9}})
-    assert config.temperature == 0.2  # file beats preset
-    assert config.epochs == 3  # flag beats file
-    assert config.layers == 1 and config.data.dataset == "gowalla"  # preset fills the rest
+    assert config.loss.temperature == 0.2  # file beats preset
+    assert config.optim.epochs == 3  # flag beats file
+    assert config.model.layers == 1 and config.data.dataset == "gowalla"  # preset fills the rest
     assert (config.data.valid_ratio, config.data.split_seed) == (0.05, 9)
 
 
@@ -47,7 +52,12 @@ def test_yaml_config(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("model: mf\nks: [5, 20]\nloss: bpr\ndata:\n  dataset: ml-100k\n")
     config = resolve_config(read_config_file(path))
-    assert (config.model, config.ks, config.loss, config.data.dataset) == ("mf", (5, 20), "bpr", "ml-100k")
+    assert (config.model.name, config.evaluation.ks, config.loss.name, config.data.dataset) == (
+        "mf",
+        (5, 20),
+        "bpr",
+        "ml-100k",
+    )
 
 
 def test_unknown_key_names_the_closest_valid_one(tmp_path: Path) -> None:

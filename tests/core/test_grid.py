@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -20,19 +22,34 @@ def test_cells_take_each_papers_defaults_and_the_file_overrides(tmp_path: Path) 
         ("mf", "lightgcn"), ("ssm",), tmp_path, flags={"data": {"dataset": "gowalla"}, "epochs": 5}
     )
     ssm = cell_config(spec, "lightgcn", "ssm")
-    assert (ssm.temperature, ssm.reg, ssm.batch_size, ssm.negative_source()) == (
+    assert (ssm.loss.temperature, ssm.optim.reg, ssm.optim.batch_size, ssm.loss.negative_source()) == (
         0.12,
         1e-5,
         2048,
         ("in-batch", 0, None),
     )
-    assert cell_config(spec, "mf", "softmax").temperature == 0.12  # the full softmax takes SSM's settings
+    assert cell_config(spec, "mf", "softmax").loss.temperature == 0.12  # the full softmax takes SSM's
     ccl = cell_config(spec, "mf", "ccl")
-    assert (ccl.margin, ccl.negative_weight, ccl.batch_size, ccl.lr) == (0.9, 150.0, 256, 1e-4)
-    assert ccl.negative_source() == ("uniform", 800, None) and ccl.epochs == 5
+    assert (ccl.loss.margin, ccl.loss.negative_weight, ccl.optim.batch_size, ccl.optim.lr) == (
+        0.9,
+        150.0,
+        256,
+        1e-4,
+    )
+    assert ccl.loss.negative_source() == ("uniform", 800, None) and ccl.optim.epochs == 5
     bpr = cell_config(spec, "lightgcn", "bpr")
-    assert (bpr.reg, bpr.option("reduction"), bpr.negative_source()[1], bpr.layers) == (1e-4, "mean", 1, 1)
-    assert cell_config(spec, "ngcf", "bpr").layers == 3
+    assert (bpr.optim.reg, bpr.loss.reduction, bpr.loss.num_negatives, bpr.model.layers) == (
+        1e-4,
+        "mean",
+        1,
+        1,
+    )
+    assert cell_config(spec, "ngcf", "bpr").model.layers == 3
+    shared = GridSpec(
+        ("mf",), ("bpr", "ssm"), tmp_path, flags={"data": {"path": "x"}}, file={"temperature": 0.3}
+    )
+    assert cell_config(shared, "mf", "ssm").loss.temperature == 0.3  # a shared key applies where it can
+    assert cell_config(shared, "mf", "bpr").loss.temperature is None
 
     file = {
         "lr": 0.5,
@@ -42,8 +59,12 @@ def test_cells_take_each_papers_defaults_and_the_file_overrides(tmp_path: Path) 
     }
     spec = GridSpec(("mf",), ("bpr", "ccl"), tmp_path, flags={"data": {"path": "x"}}, file=file)
     mf_bpr = cell_config(spec, "mf", "bpr")
-    assert (mf_bpr.lr, mf_bpr.dim, mf_bpr.reg) == (0.01, 16, 0.0)  # cell > loss table > model table > file
-    assert cell_config(spec, "mf", "ccl").lr == 0.5  # the file's top level beats the loss defaults
+    assert (mf_bpr.optim.lr, mf_bpr.model.dim, mf_bpr.optim.reg) == (
+        0.01,
+        16,
+        0.0,
+    )  # cell > loss > model > file
+    assert cell_config(spec, "mf", "ccl").optim.lr == 0.5  # the file's top level beats the loss defaults
     with pytest.raises(ConfigError, match="unknown key 'temprature'"):
         cell_config(GridSpec(("mf",), ("ssm",), tmp_path, file={"temprature": 1}), "mf", "ssm")
     with pytest.raises(ConfigError, match=r"models\.gcn"):
@@ -78,14 +99,14 @@ def test_grid_runs_tabulates_and_resumes(tmp_path: Path, monkeypatch: pytest.Mon
     markdown = (output / "grid.md").read_text()
     assert "| mf | bpr |" in markdown and "| lightgcn | ssm |" in markdown and "valid R@20" in markdown
     recorded = json.loads((output / "mf-bpr" / "config.json").read_text())
-    assert (recorded["lr"], recorded["dim"], recorded["reg"]) == (0.01, 8, 1e-4)
+    assert (recorded["optim"]["lr"], recorded["model"]["dim"], recorded["optim"]["reg"]) == (0.01, 8, 1e-4)
     assert not list(output.glob("**/.*.tmp"))  # tables are written atomically
 
     calls: list[str] = []
     real_train = ssmrec.experiment.train
 
     def counting(config, data=None):
-        calls.append(config.name)
+        calls.append(config.run.name)
         return real_train(config, data)
 
     monkeypatch.setattr(ssmrec.experiment, "train", counting)
@@ -93,16 +114,19 @@ def test_grid_runs_tabulates_and_resumes(tmp_path: Path, monkeypatch: pytest.Mon
     assert calls == []  # every cell was finished: nothing retrains
     assert {r["status"] for r in csv.DictReader((output / "grid.csv").open())} == {"finished"}
 
-    (output / "mf-ssm" / "final_metrics.json").unlink()  # an interrupted cell: a directory, no final metrics
+    (output / "lightgcn-bpr").rename(tmp_path / "aside")  # a cell that never started
+    (tmp_path / "aside" / "config.json").unlink()
+    (tmp_path / "aside" / "final_metrics.json").unlink()
+    (tmp_path / "aside").rename(output / "lightgcn-bpr")
     assert _grid(tmp_path / "data", output, config) == 0
-    assert calls == ["mf-ssm"]
+    assert calls == ["lightgcn-bpr"]  # too incomplete to resume: moved aside and trained again
     moved = list((output / "interrupted").iterdir())
-    assert len(moved) == 1 and moved[0].name.startswith("mf-ssm-") and (moved[0] / "config.json").is_file()
-    assert (output / "mf-ssm" / "final_metrics.json").is_file()
+    assert len(moved) == 1 and moved[0].name.startswith("lightgcn-bpr-")
+    assert (output / "lightgcn-bpr" / "final_metrics.json").is_file()
 
     capsys.readouterr()
     assert _grid(tmp_path / "data", output, config, "--patience", "3") == 2  # settings changed: refuse
-    assert "finished with other settings (patience differ" in capsys.readouterr().err
+    assert "finished with other settings (optim.patience differ" in capsys.readouterr().err
 
 
 def test_grid_keeps_going_after_a_failing_cell(
@@ -113,7 +137,7 @@ def test_grid_keeps_going_after_a_failing_cell(
     config.write_text("dim = 8\n[data]\nvalid_ratio = 0.25\n")
 
     def failing(config, data=None):
-        if config.loss == "bpr":
+        if config.loss.name == "bpr":
             raise RuntimeError("out of memory")
         return real_train(config, data)
 
@@ -135,33 +159,38 @@ def test_grid_cli_errors(tmp_path: Path, capsys) -> None:
     assert "unknown losses hinge" in capsys.readouterr().err
 
 
-def test_ctrl_c_stops_the_grid_and_the_interrupted_cell_is_rerun(
+def test_ctrl_c_stops_the_grid_and_the_interrupted_cell_is_resumed_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ssmrec.experiment as training
+    import ssmrec.trainer as trainer_module
 
     write_clustered(tmp_path / "data", 50, 4, 2)
     config = tmp_path / "grid.toml"
-    config.write_text("dim = 8\n[data]\nvalid_ratio = 0.25\n")
-    real_epoch = training.train_one_epoch
+    config.write_text("dim = 8\nbatch_size = 32\n[data]\nvalid_ratio = 0.25\n")
+    real_step = trainer_module.Trainer._step
 
-    def interrupt_second_epoch(*args, **kwargs):
-        if "2/" in args[-1]:  # the description "epoch 2/2"
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
+    def interrupt_second_epoch(self, batch, epoch, index):
+        if epoch == 2 and index == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(self, batch, epoch, index)
 
-    monkeypatch.setattr(training, "train_one_epoch", interrupt_second_epoch)
+    monkeypatch.setattr(trainer_module.Trainer, "_step", interrupt_second_epoch)
     argv = ["grid", "--data", str(tmp_path / "data"), "--models", "mf", "--losses", "ssm,bpr",
-            "--epochs", "2", "--output", str(tmp_path / "g"), "--config", str(config),
+            "--epochs", "3", "--output", str(tmp_path / "g"), "--config", str(config),
             "--no-progress"]  # fmt: skip
     assert main(argv) == 130
     final = json.loads((tmp_path / "g" / "mf-ssm" / "final_metrics.json").read_text())
     assert final["interrupted"] is True  # train() kept the run ...
     assert not (tmp_path / "g" / "mf-bpr").exists()  # ... and the grid stopped instead of going on
 
-    monkeypatch.setattr(training, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(trainer_module.Trainer, "_step", real_step)
     assert main(argv) == 0
     rows = {r["loss"]: r["status"] for r in csv.DictReader((tmp_path / "g" / "grid.csv").open())}
-    assert rows == {"ssm": "done", "bpr": "done"}  # the interrupted cell was trained again, not reused
-    final = json.loads((tmp_path / "g" / "mf-ssm" / "final_metrics.json").read_text())
-    assert final["interrupted"] is False and final["epochs_run"] == 2
+    assert rows == {"ssm": "done", "bpr": "done"}
+    resumed = json.loads((tmp_path / "g" / "mf-ssm" / "final_metrics.json").read_text())
+    assert resumed["interrupted"] is False and resumed["epochs_run"] == 3
+    straight = main([*argv[:-3], "--output", str(tmp_path / "straight"), "--config", str(config),
+                     "--no-progress"])  # fmt: skip
+    assert straight == 0
+    uninterrupted = json.loads((tmp_path / "straight" / "mf-ssm" / "final_metrics.json").read_text())
+    assert resumed["test"] == uninterrupted["test"] and resumed["valid"] == uninterrupted["valid"]

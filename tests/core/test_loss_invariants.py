@@ -46,7 +46,7 @@ def test_ssm_over_all_other_items_is_full_softmax_and_chunking_is_exact(similari
     values.append(ssm(users, items[positives], items[others]))
     # 2) the full softmax, unchunked and in chunks of 3 and of 1 item
     for chunk in (None, 3, 1):
-        full = FullSoftmaxLoss(temperature=tau, similarity=similarity, chunk_size=chunk)  # type: ignore[arg-type]
+        full = FullSoftmaxLoss(temperature=tau, similarity=similarity, softmax_chunk_size=chunk)  # type: ignore[arg-type]
         values.append(full(users, items[positives], None, batch))
     # 3) plain cross-entropy over the full score matrix
     u = F.normalize(users, dim=1) if similarity == "cosine" else users
@@ -86,7 +86,7 @@ def test_chunked_full_softmax_with_exclusion_equals_unchunked() -> None:
             similarity="dot",
             exclude="train",
             positive_in_denominator=False,
-            chunk_size=chunk,
+            softmax_chunk_size=chunk,
         )
         users.grad = items.grad = None
         value = loss(users, items[positives], None, batch)

@@ -10,7 +10,6 @@ import scipy.sparse as sp
 import torch
 
 from ssmrec.batch import Batch
-from ssmrec.experiment import batch_loss, optimizer_step
 from ssmrec.losses import (
     AdaptiveTemperatureLoss,
     BCELoss,
@@ -26,6 +25,7 @@ from ssmrec.losses import (
 )
 from ssmrec.models import MF
 from ssmrec.sampling import TrainingSet
+from ssmrec.trainer import batch_loss, optimizer_step
 
 # Three users, three positives. Dot scores S = U Pᵀ by hand:
 #   u1=(1,0): [1, 0, -1]    u2=(0,1): [0, 2, 0]    u3=(1,1): [1, 2, -1]    (diagonal: the positives)
@@ -205,7 +205,7 @@ def test_adaptive_temperature_loss_and_updates_by_hand() -> None:
     for user in range(5):
         dense[user, : user + 1] = 1
     train = sp.csr_matrix(dense)
-    loss = AdaptiveTemperatureLoss(temperature=0.1, similarity="dot", warmup=10, scale=0.5)
+    loss = AdaptiveTemperatureLoss(temperature=0.1, similarity="dot", adaptive_warmup=10, adaptive_scale=0.5)
     loss.begin_epoch(EpochContext(1, MF(5, 10, 2), train))
     w0 = (math.log(0.5) + math.log(4 * 10) - math.log(2 + 3 + 4 + 5)) / 0.7
     assert loss.positive_inverse_temperature == pytest.approx(w0, rel=1e-9)
@@ -235,7 +235,7 @@ def test_full_softmax_by_hand() -> None:
     # scores: user0 [1, 0, 1, -1]; user1 [0, 2, 2, 0]; positives 1 and 2
     rows = [[1.0, 0.0, 1.0, -1.0], [0.0, 2.0, 2.0, 0.0]]
     batch = Batch(users=torch.tensor([0, 1]), positives=positives, in_batch=False, all_items=lambda: items)
-    full = FullSoftmaxLoss(temperature=1.0, similarity="dot", chunk_size=3)
+    full = FullSoftmaxLoss(temperature=1.0, similarity="dot", softmax_chunk_size=3)
     expected = lse(rows[0]) - 1.0 + lse(rows[1]) - 2.0
     assert full(users, items[positives], None, batch).item() == pytest.approx(expected, rel=1e-6)
 
@@ -247,11 +247,13 @@ def test_full_softmax_by_hand() -> None:
         training=TrainingSet(train),
         all_items=lambda: items,
     )
-    masked = FullSoftmaxLoss(temperature=1.0, similarity="dot", exclude="train", chunk_size=3)
+    masked = FullSoftmaxLoss(temperature=1.0, similarity="dot", exclude="train", softmax_chunk_size=3)
     # user0 drops item 1 (trained, not the positive); user1 drops items 1 and 3
     expected = lse([1.0, 1.0, -1.0]) - 1.0 + lse([0.0, 2.0]) - 2.0
     assert masked(users, items[positives], None, batch).item() == pytest.approx(expected, rel=1e-6)
-    sl = FullSoftmaxLoss(temperature=1.0, similarity="dot", positive_in_denominator=False, chunk_size=3)
+    sl = FullSoftmaxLoss(
+        temperature=1.0, similarity="dot", positive_in_denominator=False, softmax_chunk_size=3
+    )
     expected = lse([0.0, 1.0, -1.0]) - 1.0 + lse([0.0, 2.0, 0.0]) - 2.0
     assert sl(users, items[positives], None, batch).item() == pytest.approx(expected, rel=1e-6)
 
@@ -331,11 +333,11 @@ def test_batch_loss_adds_the_regulariser_by_hand(name: str) -> None:
         in_batch=name != "softmax" and not sampled,
         all_items=lambda: model.item_embedding.weight,
     )
-    objective = build_loss(name, num_negatives=2 if sampled else None)
+    objective = build_loss(name, **({"num_negatives": 2} if sampled else {}))
     if isinstance(objective, AdaptiveTemperatureLoss):
         objective.begin_epoch(EpochContext(1, model, sp.csr_matrix(np.eye(3, 5, dtype=np.float32))))
     reg = 0.1
-    total = batch_loss(model, objective, batch, reg)
+    total = batch_loss(model, objective, batch, reg).total
     items = model.item_embedding.weight.detach()
     user_repr = model.user_embedding.weight.detach()[users]
     negative_repr = items[negatives] if sampled else None

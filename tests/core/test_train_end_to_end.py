@@ -34,11 +34,13 @@ def _write_planted(folder: Path) -> None:
     write_lightgcn_folder(folder, train, test)
 
 
-def _train(data: Path, output: Path, *extra: str) -> dict:
-    argv = ["train", "--data", str(data), "--output", str(output), "--model", "lightgcn", "--layers", "1",
-            "--loss", "ssm", "--temperature", "0.2", "--batch-size", "256", "--epochs", "12", "--lr", "0.01",
-            "--seed", "7", "--no-progress", *extra]  # fmt: skip
-    assert main(argv) == 0
+SSM = ("--model", "lightgcn", "--layers", "1", "--loss", "ssm", "--temperature", "0.2")
+
+
+def _train(data: Path, output: Path, *extra: str, model: tuple[str, ...] = SSM, status: int = 0) -> dict:
+    argv = ["train", "--data", str(data), "--output", str(output), *model, "--batch-size", "256",
+            "--epochs", "12", "--lr", "0.01", "--seed", "7", "--no-progress", *extra]  # fmt: skip
+    assert main(argv) == status
     return json.loads((output / "final_metrics.json").read_text())
 
 
@@ -87,7 +89,7 @@ def test_lightgcn_ssm_beats_popularity_and_writes_a_complete_run(planted: Path, 
     weights = load_file(str(run / "model.safetensors"))
     assert weights["user_embedding.weight"].shape == (data.n_users, 64)
     config = json.loads((run / "config.json").read_text())
-    assert config["temperature"] == 0.2 and config["layers"] == 1
+    assert config["loss"]["temperature"] == 0.2 and config["model"]["layers"] == 1
     fingerprint = json.loads((run / "data.json").read_text())
     assert fingerprint["counts"]["users"] == N_USERS
     assert all(len(digest) == 64 for digest in fingerprint["source"].values())
@@ -113,9 +115,8 @@ def test_evaluate_command_reproduces_final_metrics(planted: Path, tmp_path: Path
 
 
 def test_bpr_and_mf_train_through_the_same_loop(planted: Path, tmp_path: Path) -> None:
-    final = _train(
-        planted, tmp_path / "bpr", "--loss", "bpr", "--model", "mf", "--epochs", "2", "--reg", "1e-4"
-    )
+    bpr = ("--loss", "bpr", "--model", "mf")
+    final = _train(planted, tmp_path / "bpr", "--epochs", "2", "--reg", "1e-4", model=bpr)
     assert 0.0 <= final["test"]["recall@20"] <= 1.0
 
 
@@ -138,67 +139,50 @@ def test_cli_errors_are_one_line(planted: Path, tmp_path: Path, capsys) -> None:
     assert "not a complete run directory" in capsys.readouterr().err
 
 
-def test_ctrl_c_finishes_the_run_with_the_best_weights(
-    planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _signal_during_epoch(monkeypatch: pytest.MonkeyPatch, signum: int, epoch: int) -> None:
+    """Send ``signum`` to this process in the middle of epoch ``epoch`` (after its first step)."""
+    import ssmrec.trainer as trainer_module
+
+    real_step = trainer_module.Trainer._step
+
+    def step(self, batch, epoch_number, index):
+        if epoch_number == epoch and index == 2:
+            os.kill(os.getpid(), signum)
+        return real_step(self, batch, epoch_number, index)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_step", step)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_request_finishes_the_run_with_the_best_weights(
+    planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int
 ) -> None:
-    import ssmrec.experiment as training
-
-    real_epoch = training.train_one_epoch
-    calls = {"n": 0}
-
-    def interrupt_third(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(training, "train_one_epoch", interrupt_third)
-    final = _train(planted, tmp_path / "run", "--epochs", "10", "--protocol", "paper")
-    assert final["interrupted"] is True and final["epochs_run"] == 2
+    assert threading.current_thread() is threading.main_thread()  # else train() leaves signals alone
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _signal_during_epoch(monkeypatch, signum, 3)
+    final = _train(planted, tmp_path / "run", "--epochs", "10", "--protocol", "paper", status=130)
+    assert final["interrupted"] is True and final["stopped_by"] == "interrupted"
+    assert final["epochs_run"] == 2  # epoch 3 paused after its second step
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     best = max(records, key=lambda r: r["recall@20"])
     assert final["best_epoch"] == best["epoch"]
     assert final["test"]["recall@20"] == pytest.approx(best["recall@20"], rel=1e-9)
-
-
-def test_sigterm_finishes_the_run_like_ctrl_c_and_restores_the_handler(
-    planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import ssmrec.experiment as training
-
-    assert threading.current_thread() is threading.main_thread()  # else train() leaves SIGTERM alone
-    real_epoch = training.train_one_epoch
-    calls = {"n": 0}
-
-    def terminate_third(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_epoch(*args, **kwargs)
-
-    before = signal.getsignal(signal.SIGTERM)
-    monkeypatch.setattr(training, "train_one_epoch", terminate_third)
-    final = _train(planted, tmp_path / "run", "--epochs", "10", "--protocol", "paper")
-    assert final["interrupted"] is True and final["stopped_by"] == "interrupted"
-    assert final["epochs_run"] in (2, 3)  # the signal lands during or right after the third epoch
-    assert (tmp_path / "run" / "model.safetensors").is_file()
-    assert signal.getsignal(signal.SIGTERM) == before
+    assert (tmp_path / "run" / "checkpoint").is_dir()  # kept: the run can be resumed
+    assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
 def test_time_budget_stops_after_the_epoch_that_passes_it_and_evaluates_it(
     planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ssmrec.experiment as training
+    import ssmrec.trainer as trainer_module
 
-    real_epoch, real_clock = training.train_one_epoch, training.time.perf_counter
-    offset = {"seconds": 0.0}
+    real_epoch = trainer_module.Trainer.train_epoch
 
-    def fifty_second_epoch(*args, **kwargs):  # every epoch "takes" 50 s more than it does
-        offset["seconds"] += 50.0
-        return real_epoch(*args, **kwargs)
+    def fifty_second_epoch(self, *args, **kwargs):  # every epoch "takes" 50 s more than it does
+        self.state.train_seconds += 50.0
+        return real_epoch(self, *args, **kwargs)
 
-    monkeypatch.setattr(training, "train_one_epoch", fifty_second_epoch)
-    monkeypatch.setattr(training.time, "perf_counter", lambda: real_clock() + offset["seconds"])
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", fifty_second_epoch)
     final = _train(planted, tmp_path / "run", "--epochs", "10", "--eval-every", "5", "--max-minutes", "2")
     assert final["epochs_run"] == 3 and final["stopped_by"] == "time budget"  # 150 s >= 120 s after epoch 3
     assert final["stopped_early"] is False and final["interrupted"] is False

@@ -14,17 +14,10 @@ import torch
 from conftest import write_clustered
 
 from ssmrec.cli import main
-from ssmrec.config import TrainConfig
-from ssmrec.defaults import LOSSES, MODEL_DEFAULTS, MODELS
-from ssmrec.experiment import (
-    build_model_for,
-    build_optimizer,
-    build_training,
-    seed_everything,
-    train_one_epoch,
-)
-from ssmrec.losses import EpochContext
-from ssmrec.sampling import TrainingPairs
+from ssmrec.config import TrainConfig, build_config
+from ssmrec.defaults import LOSSES, MODELS
+from ssmrec.experiment import build_model_for, build_optimizer, build_training, schedule_of
+from ssmrec.trainer import Trainer, seed_everything
 
 
 def _tiny_train(n_users: int = 30, n_items: int = 25, seed: int = 0) -> sp.csr_matrix:
@@ -40,13 +33,12 @@ TRAIN = _tiny_train()
 
 def _one_epoch(config: TrainConfig) -> tuple[float, torch.nn.Module, torch.nn.Module]:
     data = SimpleNamespace(train=TRAIN)
-    rng = seed_everything(config.seed)
+    rng = seed_everything(config.optim.seed)
     setup = build_training(config, data)  # type: ignore[arg-type]
-    model, objective, optimizer, sampler = setup.model, setup.objective, setup.optimizer, setup.sampler
+    model, objective = setup.model, setup.objective
     before = [p.detach().clone() for p in model.parameters()]
-    objective.begin_epoch(EpochContext(1, model, TRAIN))
-    loss = train_one_epoch(model, objective, optimizer, TrainingPairs(TRAIN), sampler, rng, config, "test")
-    assert math.isfinite(loss), config
+    loss = Trainer(setup, data, schedule_of(config), rng).train_epoch()  # type: ignore[arg-type]
+    assert loss is not None and math.isfinite(loss), config
     changed = [not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)]
     assert changed[0] and changed[1], "the user and item tables must be updated"
     for parameter in model.parameters():
@@ -57,10 +49,10 @@ def _one_epoch(config: TrainConfig) -> tuple[float, torch.nn.Module, torch.nn.Mo
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_trains_with_every_loss(model: str, loss: str) -> None:
-    settings = {"layers": 1, **MODEL_DEFAULTS[model]}
-    if model == "ngcf":
-        settings["layers"] = 2
-    _one_epoch(TrainConfig(model=model, loss=loss, dim=8, batch_size=64, lr=0.01, progress=False, **settings))
+    settings = {"layers": 2} if model == "ngcf" else {}
+    _one_epoch(
+        build_config({"model": model, "loss": loss, "dim": 8, "batch_size": 64, "lr": 0.01, **settings})
+    )
 
 
 @pytest.mark.parametrize("logq", ["none", "standard", "corrected"])
@@ -68,25 +60,27 @@ def test_every_model_trains_with_every_loss(model: str, loss: str) -> None:
 @pytest.mark.parametrize("negatives", ["in-batch", "uniform", "popularity", "shared", "mixed"])
 def test_every_negative_source_with_every_option(negatives: str, exclude: str, logq: str) -> None:
     count = 0 if negatives == "in-batch" else 6
-    config = TrainConfig(
-        model="mf",
-        loss="ssm",
-        negatives=negatives,
-        num_negatives=count,
-        exclude=exclude,
-        logq=logq,
-        positive_in_denominator=logq != "corrected",
-        dim=8,
-        batch_size=64,
-        progress=False,
+    config = build_config(
+        {
+            "model": "mf",
+            "loss": "ssm",
+            "negatives": negatives,
+            "num_negatives": count,
+            "exclude": exclude,
+            "logq": logq,
+            "positive_in_denominator": logq != "corrected",
+            "dim": 8,
+            "batch_size": 64,
+        }
     )
     _one_epoch(config)
 
 
 def test_a_learnable_temperature_reaches_the_optimizer_and_moves() -> None:
-    config = TrainConfig(
-        model="mf", loss="ssm", learn_temperature=True, temperature=0.5, dim=8, batch_size=32, lr=0.05
-    )
+    config = build_config(
+        {"model": "mf", "loss": "ssm", "learn_temperature": True, "temperature": 0.5, "dim": 8,
+         "batch_size": 32, "lr": 0.05}
+    )  # fmt: skip
     _, _, objective = _one_epoch(config)
     assert objective.temperature.item() != pytest.approx(0.5, abs=1e-6)
     model = build_model_for(config, SimpleNamespace(train=TRAIN))  # type: ignore[arg-type]
@@ -104,8 +98,11 @@ def test_cli_flags_reach_the_run(tmp_path: Path) -> None:
             "--dim", "8", "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["alpha"] == [0.4, 0.6] and config["negatives"] == "mixed" and config["beta"] == 0.5
-    assert config["positive_in_denominator"] is False and config["learn_temperature"] is True
+    loss = config["loss"]
+    assert config["model"]["alpha"] == [0.4, 0.6] and loss["negatives"] == "mixed" and loss["beta"] == 0.5
+    assert loss["positive_in_denominator"] is False and loss["learn_temperature"] is True
+    assert loss["reduction"] == "sum" and loss["temperature"] == 0.1  # resolved: what actually ran
+    assert loss["margin"] is None and config["model"]["message_dropout"] is None  # do not apply
     assert "SampledSoftmaxLoss" in (tmp_path / "run" / "train.log").read_text()
 
 

@@ -48,8 +48,9 @@ from ssmrec.analysis.popularity import (
     recommend,
     summarize_groups,
 )
-from ssmrec.analysis.runs import AnalyzedRun, open_runs
+from ssmrec.analysis.runs import AnalyzedRun, open_runs, softmax_scoring
 from ssmrec.errors import SsmrecError
+from ssmrec.experiment import exclusions
 from ssmrec.rundir import atomic_write_bytes
 
 K = 20
@@ -107,10 +108,10 @@ class Analysis:
 
 
 def _bound_scores(run: AnalyzedRun) -> tuple[str, float]:
-    """Similarity and temperature of the softmax loss for the bound: the run's own for SSM, dot/1 else."""
-    if run.config.loss == "ssm":
-        return run.config.similarity, run.config.temperature
-    return "dot", 1.0
+    """Similarity and temperature of the softmax loss for the bound: the run's own for every softmax
+    loss (SSM, full softmax, BSL, Adap-τ; see :func:`ssmrec.analysis.runs.softmax_scoring`), dot/1 else."""
+    scoring = softmax_scoring(run)
+    return scoring if scoring is not None else ("dot", 1.0)
 
 
 def analyze_run(
@@ -121,8 +122,6 @@ def analyze_run(
     seed: int = 0,
 ) -> RunAnalysis:
     """All five analyses of one loaded run on ``split`` (samples drawn from ``seed``: equal across runs)."""
-    from ssmrec.experiment import exclusions
-
     started = time.perf_counter()
     data = run.data
     truth = data.test if split == "test" else data.valid
@@ -131,11 +130,13 @@ def analyze_run(
     users = evaluated_users(truth)
     exclude = exclusions(data, split)
     groups = equal_mass_groups(data.item_popularity)
-    top = recommend(run.users, run.items, users, k, exclude, run.config.rank_by)
+    top = recommend(run.users, run.items, users, k, exclude, run.config.evaluation.rank_by)
     popularity = popularity_metrics(top, truth[users], data.item_popularity, groups)
     magnitude = magnitude_analysis(run.users, run.items, data.user_activity, data.item_popularity)
     hardness = None
-    if run.config.loss in ("ssm", "bpr"):
+    scoring = softmax_scoring(run)
+    if scoring is not None or run.config.loss.name == "bpr":
+        similarity, temperature = scoring or ("dot", 1.0)
         pair_rng = np.random.default_rng([seed, 0])
         pair_users, pair_items = sample_training_pairs(data.train, sample_users, pair_rng)
         hardness = hardness_analysis(
@@ -144,9 +145,9 @@ def analyze_run(
             data.train,
             pair_users,
             pair_items,
-            run.config.loss,
-            run.config.similarity,
-            run.config.temperature,
+            "ssm" if scoring is not None else "bpr",
+            similarity,
+            temperature,
         )
     rng = np.random.default_rng([seed, 1])
     sampled = np.sort(rng.choice(users, size=min(sample_users, len(users)), replace=False))
@@ -284,8 +285,8 @@ def tables(analysis: Analysis) -> list[Table]:
                 [
                     r.label,
                     r.description,
-                    r.config["protocol"],
-                    r.config["rank_by"],
+                    r.config["evaluation"]["protocol"],
+                    r.config["evaluation"]["rank_by"],
                     fmt(r.best_epoch),
                     fmt(r.popularity.recall),
                     f"{r.seconds:.1f} s",
@@ -392,7 +393,7 @@ def tables(analysis: Analysis) -> list[Table]:
                     "1.00% / 10.00%",
                 ]
                 if r.hardness is not None
-                else [r.label, f"(no analysis for loss {r.config['loss']})", "–", "–", "–", "–"]
+                else [r.label, f"(no analysis for loss {r.config['loss']['name']})", "–", "–", "–", "–"]
                 for r in runs
             ],
         )
@@ -563,7 +564,9 @@ def markdown_report(analysis: Analysis, command: str | None = None) -> str:
     counts = analysis.counts
     run_list = "\n".join(f"- `{r.label}`: {r.description} — `{r.path}`" for r in analysis.runs)
     notes = "".join(f"\n> **Note:** {note}\n" for note in analysis.notes)
-    ssm_taus = sorted({r.config["temperature"] for r in analysis.runs if r.config["loss"] == "ssm"})
+    ssm_taus = sorted(
+        {r.config["loss"]["temperature"] for r in analysis.runs if r.config["loss"]["name"] == "ssm"}
+    )
     parts = [
         "# ssmrec analysis: checking the SSM paper's claims",
         f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M:%S')} by ssmrec {__version__}"

@@ -17,7 +17,9 @@ from torch import Tensor
 
 from ssmrec.config import TrainConfig
 from ssmrec.data import Interactions
+from ssmrec.defaults import SOFTMAX_FAMILY
 from ssmrec.errors import SsmrecError
+from ssmrec.experiment import load_run
 from ssmrec.models import Recommender
 from ssmrec.rundir import CONFIG, DATA, FINAL, WEIGHTS, RunDir
 
@@ -43,13 +45,32 @@ class AnalyzedRun:
     @property
     def description(self) -> str:
         """Model and loss in a few words, e.g. ``LightGCN-1 + SSM (cosine, τ=0.12)``."""
-        names = {"mf": "MF", "lightgcn": f"LightGCN-{self.config.layers}"}
-        model = names.get(self.config.model, f"{self.config.model.upper()}-{self.config.layers}")
-        if self.config.loss == "ssm":
-            loss = f"SSM ({self.config.similarity}, τ={self.config.temperature:g})"
-        else:
-            loss = self.config.loss.upper()
+        spec = self.config.model
+        names = {"mf": "MF", "lightgcn": f"LightGCN-{spec.layers}"}
+        model = names.get(spec.name, f"{spec.name.upper()}-{spec.layers}")
+        scoring = softmax_scoring(self)
+        loss = LOSS_LABELS.get(self.config.loss.name, self.config.loss.name.upper())
+        if scoring is not None:
+            loss = f"{loss} ({scoring[0]}, τ={scoring[1]:g})"
         return f"{model} + {loss}"
+
+
+LOSS_LABELS = {"ssm": "SSM", "softmax": "softmax", "bsl": "BSL", "adap-tau": "Adap-τ"}
+
+
+def softmax_scoring(run: AnalyzedRun) -> tuple[str, float] | None:
+    """(similarity, τ) the run's softmax loss scored with, or ``None`` for a loss that is not a softmax.
+
+    A run records what its objective ended with (``final_metrics.json``'s ``scoring``: a learned τ, the
+    mean of Adap-τ's per-user temperatures, BSL's negatives' τ); older runs fall back to the config.
+    """
+    recorded = run.final.get("scoring")
+    if recorded:
+        return str(recorded["similarity"]), float(recorded["temperature"])
+    loss = run.config.loss
+    if loss.name in SOFTMAX_FAMILY and loss.similarity is not None and loss.temperature is not None:
+        return loss.similarity, loss.temperature
+    return None
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -90,8 +111,6 @@ def open_runs(paths: list[str | Path]) -> list[AnalyzedRun]:
 
     Raises :class:`SsmrecError` for an incomplete run directory or runs on different datasets.
     """
-    from ssmrec.experiment import load_run
-
     if not paths:
         raise SsmrecError("no run directories given")
     resolved = [Path(p) for p in paths]

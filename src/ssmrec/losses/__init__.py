@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ssmrec.defaults import LOSSES, SOFTMAX_CHUNK, loss_option
+from ssmrec.defaults import LOSSES
 from ssmrec.losses.adaptive import AdaptiveTemperatureLoss
 from ssmrec.losses.base import EpochContext, Objective, l2_penalty, similarity
 from ssmrec.losses.bpr import BPRLoss
@@ -20,76 +20,34 @@ from ssmrec.losses.pointwise import BCELoss, MSELoss, PointwiseLoss
 from ssmrec.losses.softmax import FullSoftmaxLoss
 from ssmrec.losses.ssm import SampledSoftmaxLoss
 
+LOSS_CLASSES: dict[str, type[Objective]] = {
+    "ssm": SampledSoftmaxLoss,
+    "softmax": FullSoftmaxLoss,
+    "bpr": BPRLoss,
+    "bce": BCELoss,
+    "mse": MSELoss,
+    "ccl": CosineContrastiveLoss,
+    "bsl": BilateralSoftmaxLoss,
+    "adap-tau": AdaptiveTemperatureLoss,
+}
+"""The class of every ``--loss`` name; its ``__init__`` keywords are the loss's options."""
 
-def build_loss(
-    name: str,
-    *,
-    temperature: float = 0.1,
-    similarity: str = "cosine",
-    num_negatives: int | None = None,
-    reduction: str | None = None,
-    exclude: str = "none",
-    positive_in_denominator: bool | None = None,
-    logq: str = "none",
-    learn_temperature: bool = False,
-    positive_temperature: float | None = None,
-    margin: float | None = None,
-    negative_weight: float | None = None,
-    chunk_size: int | None = SOFTMAX_CHUNK,
-    adaptive_warmup: int = 10,
-    adaptive_scale: float = 1.0,
-) -> Objective:
-    """The objective called ``name``; ``None`` options take that loss's default (:mod:`ssmrec.defaults`)."""
-    if name not in LOSSES:
+
+def build_loss(name: str, **options: Any) -> Objective:
+    """The objective called ``name`` with ``options`` (a resolved
+    :meth:`ssmrec.config.LossSpec.objective_options`: every option of that loss, nothing else).
+
+    Defaults are not filled here: the config resolves them once, so what ``config.json`` records is
+    what the objective got. Options a class does not take are a ``TypeError``, i.e. a bug in the table.
+    """
+    if name not in LOSS_CLASSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
-
-    def option(key: str, value: Any) -> Any:
-        return loss_option(name, key) if value is None else value
-
-    negatives = option("num_negatives", num_negatives)
-    reduce_by = option("reduction", reduction)
-    softmax: dict[str, Any] = {
-        "temperature": temperature,
-        "similarity": similarity,
-        "reduction": reduce_by,
-        "exclude": exclude,
-        "positive_in_denominator": option("positive_in_denominator", positive_in_denominator),
-    }
-    if name == "ssm":
-        return SampledSoftmaxLoss(
-            num_negatives=negatives, logq=logq, learn_temperature=learn_temperature, **softmax
-        )
-    if name == "bsl":
-        return BilateralSoftmaxLoss(
-            positive_temperature=positive_temperature,
-            num_negatives=negatives,
-            logq=logq,
-            learn_temperature=learn_temperature,
-            **softmax,
-        )
-    if name == "adap-tau":
-        return AdaptiveTemperatureLoss(
-            num_negatives=negatives, logq=logq, warmup=adaptive_warmup, scale=adaptive_scale, **softmax
-        )
-    if name == "softmax":
-        return FullSoftmaxLoss(learn_temperature=learn_temperature, chunk_size=chunk_size, **softmax)
-    if name == "bpr":
-        return BPRLoss(num_negatives=negatives, reduction=reduce_by, exclude=exclude)
-    weight = option("negative_weight", negative_weight)
-    if name == "ccl":
-        return CosineContrastiveLoss(
-            margin=option("margin", margin),
-            negative_weight=weight,
-            num_negatives=negatives,
-            reduction=reduce_by,
-            exclude=exclude,
-        )
-    kind = BCELoss if name == "bce" else MSELoss
-    return kind(num_negatives=negatives, reduction=reduce_by, negative_weight=weight, exclude=exclude)
+    return LOSS_CLASSES[name](**options)
 
 
 __all__ = [
     "LOSSES",
+    "LOSS_CLASSES",
     "AdaptiveTemperatureLoss",
     "BCELoss",
     "BPRLoss",

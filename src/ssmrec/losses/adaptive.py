@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,8 +59,8 @@ class AdaptiveTemperatureLoss(SampledSoftmaxLoss):
         exclude: str = "none",
         positive_in_denominator: bool = False,
         logq: str = "none",
-        warmup: int = 10,
-        scale: float = 1.0,
+        adaptive_warmup: int = 10,
+        adaptive_scale: float = 1.0,
     ) -> None:
         super().__init__(
             temperature=temperature,
@@ -70,12 +71,12 @@ class AdaptiveTemperatureLoss(SampledSoftmaxLoss):
             positive_in_denominator=positive_in_denominator,
             logq=logq,
         )
-        if warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {warmup}")
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
-        self.warmup = warmup
-        self.scale = scale
+        if adaptive_warmup < 0:
+            raise ValueError(f"adaptive_warmup must be >= 0, got {adaptive_warmup}")
+        if not adaptive_scale > 0:
+            raise ValueError(f"adaptive_scale must be > 0, got {adaptive_scale}")
+        self.warmup = adaptive_warmup
+        self.scale = adaptive_scale
         self.positive_inverse_temperature = 1.0 / temperature  # w₀, until the first epoch sets it
         self.user_inverse_temperature: Tensor | None = None  # β_u per user
         self._loss_sum: Tensor | None = None
@@ -141,6 +142,31 @@ class AdaptiveTemperatureLoss(SampledSoftmaxLoss):
             float(beta.min()),
             float(beta.max()),
         )
+
+    def scoring(self) -> tuple[str, float]:
+        """The similarity and the mean per-user temperature 1/β_u of the last epoch (1/w₀ before one)."""
+        if self.user_inverse_temperature is None:
+            return self.similarity, 1.0 / self.positive_inverse_temperature
+        return self.similarity, float((1.0 / self.user_inverse_temperature).mean())
+
+    def checkpoint_tensors(self) -> dict[str, Tensor]:
+        tensors = super().checkpoint_tensors()
+        for name in ("user_inverse_temperature", "_loss_sum", "_loss_count"):
+            value = getattr(self, name)
+            if value is not None:
+                tensors[f"adaptive.{name}"] = value
+        return tensors
+
+    def checkpoint_values(self) -> dict[str, Any]:
+        return {"positive_inverse_temperature": self.positive_inverse_temperature}
+
+    def restore_checkpoint(self, tensors: dict[str, Tensor], values: dict[str, Any]) -> None:
+        own = {k: v for k, v in tensors.items() if not k.startswith("adaptive.")}
+        super().restore_checkpoint(own, values)
+        for name in ("user_inverse_temperature", "_loss_sum", "_loss_count"):
+            value = tensors.get(f"adaptive.{name}")
+            setattr(self, name, None if value is None else value.clone())
+        self.positive_inverse_temperature = float(values["positive_inverse_temperature"])
 
     @staticmethod
     def _score_gap(context: EpochContext, counts: np.ndarray, active: np.ndarray) -> float:

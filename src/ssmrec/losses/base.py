@@ -9,7 +9,7 @@ per-user temperatures). Keeping the model out of the loss is what lets any model
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import scipy.sparse as sp
 import torch
@@ -120,3 +120,21 @@ class Objective(torch.nn.Module):
 
     def begin_epoch(self, context: EpochContext) -> None:
         """Called by the trainer before every epoch; stateless objectives ignore it."""
+
+    def scoring(self) -> tuple[str, float] | None:
+        """(similarity, temperature) of the softmax this loss trains, for analyses that score runs the
+        way they were trained; ``None`` for losses that are not a softmax over candidates."""
+        return None
+
+    def checkpoint_tensors(self) -> dict[str, Tensor]:
+        """The objective's tensors a resumed run needs: its parameters (a learnable τ), and in
+        subclasses any state carried between steps (Adap-τ's per-user temperatures and loss sums)."""
+        return dict(self.state_dict())
+
+    def checkpoint_values(self) -> dict[str, Any]:
+        """Non-tensor state a resumed run needs (JSON); none for stateless objectives."""
+        return {}
+
+    def restore_checkpoint(self, tensors: dict[str, Tensor], values: dict[str, Any]) -> None:
+        """Inverse of :meth:`checkpoint_tensors` and :meth:`checkpoint_values`."""
+        self.load_state_dict(tensors)

@@ -37,7 +37,7 @@ class FullSoftmaxLoss(SampledSoftmaxLoss):
         exclude: str = "none",
         positive_in_denominator: bool = True,
         learn_temperature: bool = False,
-        chunk_size: int | None = SOFTMAX_CHUNK,
+        softmax_chunk_size: int | None = SOFTMAX_CHUNK,
     ) -> None:
         super().__init__(
             temperature=temperature,
@@ -47,9 +47,9 @@ class FullSoftmaxLoss(SampledSoftmaxLoss):
             positive_in_denominator=positive_in_denominator,
             learn_temperature=learn_temperature,
         )
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.chunk_size = chunk_size
+        if softmax_chunk_size is not None and softmax_chunk_size < 1:
+            raise ValueError(f"softmax_chunk_size must be >= 1, got {softmax_chunk_size}")
+        self.chunk_size = softmax_chunk_size
 
     def forward(
         self, users: Tensor, positives: Tensor, negatives: Tensor | None, batch: Batch | None = None

@@ -90,6 +90,10 @@ class SampledSoftmaxLoss(Objective):
         """τ: a float, or a 0-d tensor with gradient when learnable."""
         return self.log_temperature.exp() if self.learn_temperature else self._fixed_temperature
 
+    def scoring(self) -> tuple[str, float]:
+        """The similarity and the (current, possibly learned) temperature of the negatives' log-sum."""
+        return self.similarity, float(torch.as_tensor(self.temperature).detach())
+
     def temperatures(self, batch: Batch | None) -> tuple[Temperature, Temperature, Temperature]:
         """(τ of the positive term, τ of the log-sum, weight of the log-sum): (τ, τ, 1) for SSM."""
         tau = self.temperature
