@@ -356,3 +356,28 @@ def test_missing_unreadable_and_folder_paths(tmp_path: Path, monkeypatch: pytest
         load(readable)
     with pytest.raises(DataFormatError, match=r"r\.csv: cannot read file: Permission denied"):
         read_csv(readable)
+
+
+def test_train_txt_without_test_txt_is_not_swapped_for_a_sibling(tmp_path: Path) -> None:
+    path = folder(tmp_path, "half", train=SELFREC_TRAIN)
+    (path / "ratings.csv").write_text(CSV)
+    with pytest.raises(DatasetNotFoundError, match=r"missing data file\(s\): .*half/test\.txt$"):
+        load(path / "train.txt")
+
+
+def test_single_triples_file_is_split_per_user(tmp_path: Path) -> None:
+    path = tmp_path / "ratings.txt"
+    path.write_text("".join(f"{u} {i} {1 + (u + i) % 5}\n" for u in range(3) for i in range(5)))
+    data = load(path, format="triples", rating_threshold=3)
+    # ratings 1 + (u + i) % 5 >= 3 keep 3 of each user's 5 items; round(0.2 * 3) = 1 per user held out.
+    held_out = data.test.nnz + data.report.dropped_eval_pairs["test"]  # type: ignore[attr-defined]
+    assert data.train.nnz == 6 and held_out == 3  # type: ignore[attr-defined]
+    assert data.options["split"] == "ratio" and data.options["format"] == "triples"  # type: ignore[attr-defined]
+    assert "rating >= 3 kept 9 of 15 rows" in data.report.notes  # type: ignore[attr-defined]
+
+
+def test_no_training_interactions_names_the_file(tmp_path: Path) -> None:
+    path = folder(tmp_path, "users-only", train="0\n1\n", test="0 1\n")
+    with pytest.raises(DataFormatError) as error:
+        load(path)
+    assert error.value.path == path / "train.txt" and "no training interactions" in str(error.value)

@@ -336,7 +336,9 @@ def _table_slow(
         numbered = ((number, line.split()) for number, line in enumerate(text.split("\n"), start=first_line))
     else:
         reader = csv.reader(
-            io.StringIO(text, newline=""),
+            # Lines end at "\n" only (CRLF was normalised), as every other parser here counts them,
+            # so a lone "\r" is reported on the line it sits in rather than shifting later lines.
+            io.StringIO(text, newline="\n"),
             delimiter=delimiter,
             quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE,
             strict=True,
@@ -376,6 +378,8 @@ def _numbered_rows(
 def _csv_message(error: csv.Error) -> str:
     """The csv module's message, with its field-size limit spelled out (it names no unit)."""
     message = str(error)
+    if message.startswith("new-line character seen in unquoted field"):
+        return "a carriage return (\\r) inside an unquoted field (lines must end with \\n or \\r\\n)"
     if message.startswith("field larger than field limit"):
         return f"a field is longer than {csv.field_size_limit():,} characters (the CSV field limit)"
     return message

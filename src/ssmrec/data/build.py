@@ -17,7 +17,7 @@ from ssmrec.data import _ids
 from ssmrec.data import split as splitting
 from ssmrec.data.interactions import DataReport, Interactions, pairs_to_csr
 from ssmrec.data.readers import RawData, RawSplit
-from ssmrec.errors import ConfigError
+from ssmrec.errors import ConfigError, DataFormatError
 
 SPLIT_METHODS = ("ratio", "leave-last-out")
 
@@ -122,7 +122,11 @@ def build_interactions(
 
     train = splits["train"]
     if len(train) == 0:
-        raise ConfigError(f"dataset {name!r} has no training interactions")
+        source = raw.files.get("train", raw.files.get("all"))
+        if source is None:
+            raise ConfigError(f"dataset {name!r} has no training interactions")
+        what = "no line has an item" if raw.format == "lightgcn" else "none is left after cleaning"
+        raise DataFormatError(source, None, f"no training interactions ({what})")
     user_ids, train_users = _ids.encode(train.users)
     item_ids, train_items = _ids.encode(train.items)
     matrices = {"train": pairs_to_csr(train_users, train_items, len(user_ids), len(item_ids))[0]}

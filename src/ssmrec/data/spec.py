@@ -213,7 +213,9 @@ def _format_of_file(path: Path, requested: str) -> tuple[str, Path]:
     if requested == "lightgcn" or (requested == "triples" and in_split_folder):
         return requested, path.parent
     if requested == "auto" and in_split_folder:
-        return detect_format(path.parent, "auto")
+        folder = path.parent
+        both = _is_file(folder / "train.txt") and _is_file(folder / "test.txt")
+        return (lightgcn_or_triples(folder) if both else "lightgcn"), folder  # else: "lacks test.txt"
     if requested != "auto":
         return requested, path
     if suffix == ".inter":
@@ -410,7 +412,7 @@ def _is_number(field: str) -> bool:
 
 def _source_files(fmt: str, target: Path) -> dict[str, Path]:
     """The files a reader will open, by role, checked to exist (they are hashed before reading)."""
-    if fmt in SPLIT_FOLDER_FORMATS:
+    if fmt == "lightgcn" or (fmt == "triples" and target.is_dir()):
         files = {role: target / name for role, name in readers.LIGHTGCN_FILES.items()}
         required = ("train", "test")
     elif fmt == "pairs" and _is_split_pairs(target):
