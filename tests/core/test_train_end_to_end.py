@@ -190,3 +190,26 @@ def test_time_budget_stops_after_the_epoch_that_passes_it_and_evaluates_it(
     assert [r["epoch"] for r in records] == [3]  # epoch 3 is evaluated although eval_every is 5
     unbounded = _train(planted, tmp_path / "full", "--epochs", "2")
     assert unbounded["stopped_by"] == "max epochs"
+
+
+def test_a_run_that_overflows_stops_at_once_with_a_clear_message(planted: Path, tmp_path: Path) -> None:
+    """Dot scores over τ = 1e-6 after an Adam step of 1e30 overflow float32: the run must stop there."""
+    overflow = ("--model", "mf", "--loss", "ssm", "--similarity", "dot", "--temperature", "1e-6")
+    final = _train(planted, tmp_path / "run", "--epochs", "3", "--lr", "1e30", model=overflow, status=3)
+    assert final["stopped_by"] == "non-finite loss" and "test" not in final and "valid" not in final
+    assert "epoch 1, batch 2" in final["error"] and "temperature=1e-06" in final["error"]
+    assert "lr=1e+30" in final["error"]
+    assert "training stopped: non-finite" in (tmp_path / "run" / "train.log").read_text()
+    text = (tmp_path / "run" / "final_metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def test_an_empty_test_split_is_refused_before_anything_is_written(tmp_path: Path, capsys) -> None:
+    from conftest import write_lightgcn_folder
+
+    write_lightgcn_folder(tmp_path / "data", [[0, 1, 2], [1, 2, 3]], [[9], [8]])  # test items never trained
+    argv = ["train", "--data", str(tmp_path / "data"), "--protocol", "paper", "--output", str(tmp_path / "r")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "the test split of" in error and "is empty" in error and "nothing to evaluate" in error
+    assert not (tmp_path / "r").exists()
