@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from ssmrec import __version__
 from ssmrec.config import PRESETS, PROTOCOLS, read_config_file, resolve_config
+from ssmrec.data.spec import FORMATS
 from ssmrec.errors import SsmrecError
 from ssmrec.grid import add_grid_parser
 from ssmrec.runtime import retain_freed_memory
@@ -45,7 +47,7 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "registered dataset name (gowalla, yelp2018, amazon-book, ml-100k, ...)",
     ),
     ("--data", "data.path", str, "path to a data folder or file instead of a registered name"),
-    ("--format", "data.format", str, "data format: auto, lightgcn, pairs, atomic, csv"),
+    ("--format", "data.format", str, "data format: auto, lightgcn, triples, pairs, atomic, csv"),
     ("--rating-threshold", "data.rating_threshold", float, "keep interactions with rating >= this"),
     ("--split", "data.split", str, "how to split unsplit data: ratio or leave-last-out"),
     ("--test-ratio", "data.test_ratio", float, "test share per user when splitting unsplit data"),
@@ -158,9 +160,14 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from ssmrec.experiment import PAPER_PROTOCOL_NOTE, evaluate_split, load_run
 
-    config, data, model = load_run(args.run_dir)
+    warnings: list[str] = []
+    config, data, model = load_run(args.run_dir, force=args.force, warnings=warnings)
+    for warning in warnings:
+        print(f"ssmrec: warning: {warning}", file=sys.stderr)
     splits = [s for s in args.splits.split(",") if s]
     out: dict[str, Any] = {"run_dir": str(Path(args.run_dir)), "protocol": config.protocol}
+    if warnings:
+        out["warnings"] = warnings
     if config.protocol == "paper":
         out["note"] = PAPER_PROTOCOL_NOTE
     for split in splits:
@@ -225,9 +232,7 @@ def _add_analysis_parsers(subparsers: argparse._SubParsersAction) -> None:
 def _data_info(args: argparse.Namespace) -> int:
     from ssmrec.data import DataSpec, describe, load_dataset
 
-    target = args.target
-    is_path = Path(target).exists() or "/" in target
-    spec = DataSpec(path=target, valid_ratio=0.0) if is_path else DataSpec(dataset=target, valid_ratio=0.0)
+    spec = DataSpec.for_target(args.target, valid_ratio=0.0, format=args.format)
     print(describe(load_dataset(spec)))
     return 0
 
@@ -247,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("--splits", default="valid,test", help="comma-separated: valid,test")
+    evaluate.add_argument(
+        "--force", action="store_true", help="evaluate although the run's files or data no longer match"
+    )
     evaluate.set_defaults(handler=_evaluate)
     _add_analysis_parsers(subparsers)
     add_grid_parser(subparsers)
@@ -259,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print counts, sparsity and cleaning report of NAME or PATH.",
     )
     info.add_argument("target", metavar="NAME|PATH")
+    info.add_argument("--format", default="auto", choices=FORMATS, help="data format (default: detect)")
     info.set_defaults(handler=_data_info)
     return parser
 
@@ -274,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ssmrec: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ssmrec data info X | head -1`: the reader left, which is not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return 0
 
 
 if __name__ == "__main__":

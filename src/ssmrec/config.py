@@ -547,6 +547,22 @@ def merge_layers(*layers: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def applicable_only(layer: dict[str, Any], model: str, loss: str) -> dict[str, Any]:
+    """The flat keys of a shared layer (a preset, a grid file's top level) that apply to ``model`` and
+    ``loss``: ``--preset ssm-gowalla --model mf`` means the preset's settings that MF has (not its
+    ``layers``). Settings given for the run itself are not filtered: there an option that does not
+    apply is an error."""
+    out = {}
+    for key, value in layer.items():
+        section, name = FLAT_KEYS.get(key, (None, key))
+        if section == "loss" and name not in ("name", "beta") and name not in LOSS_DEFAULTS.get(loss, {}):
+            continue
+        if section == "model" and name not in ("name", "dim") and name not in MODEL_DEFAULTS.get(model, {}):
+            continue
+        out[key] = value
+    return out
+
+
 def upgrade_legacy(values: dict[str, Any]) -> dict[str, Any]:
     """An old flat ``config.json`` (every field, unset ones ``null``) as a loadable layer.
 
@@ -636,6 +652,9 @@ def resolve_config(
             )
         preset = PRESETS[preset_name]
     file_layer = merge_layers(file_values) if file_values else {}
+    chosen = merge_layers(preset, file_layer, flag_values)
+    model, loss = chosen["model"].get("name", "lightgcn"), chosen["loss"].get("name", "ssm")
+    preset = applicable_only(preset, model, loss)
     try:
         return build_config(merge_layers(preset, file_layer, flag_values), where)
     except ConfigError as error:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import signal
 import sys
@@ -316,6 +317,9 @@ def train(config: TrainConfig, data: Interactions | None = None) -> TrainResult:
     """
     output = Path(config.run.output or Path("runs") / (config.run.name or default_run_name(config)))
     _refuse_occupied(output)
+    given_path = config.data.path
+    if given_path is not None and not Path(given_path).is_absolute():  # the run must not depend on the cwd
+        config = config.replace(data={"path": str(Path(given_path).absolute())})
     with stop_requests() as should_stop:
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
@@ -331,7 +335,8 @@ def train(config: TrainConfig, data: Interactions | None = None) -> TrainResult:
                 logger.warning("%s", PAPER_PROTOCOL_NOTE)
             logger.info("data %s: %s (loaded in %.2f s)", data.name, data.counts(), load_seconds)
             run.write_json(CONFIG, config.to_dict())
-            run.write_json(DATA, data_fingerprint(data))
+            run.release_claim()
+            run.write_json(DATA, {**data_fingerprint(data), "path_as_given": given_path})
             run.write_json(ENVIRONMENT, environment())
             run.write_json(ID_MAPS, id_maps(data))
             trainer = build_trainer(config, data, should_stop)
@@ -531,15 +536,43 @@ def _finish(
 # ------------------------------------------------------------------------------------- reopening
 
 
+def verify_run(run: RunDir, data: Interactions) -> list[str]:
+    """What no longer matches between a finished run directory and what it recorded, in words.
+
+    The run recorded the sha256 of its weights and config (``final_metrics.json``) and the split options
+    of its data (``data.json``): flipped bytes in the weights, an edited model or loss, or another split
+    seed would otherwise change the numbers silently (or score training items as test items).
+    """
+    problems = []
+    final = run.read_json(FINAL) if (run.path / FINAL).is_file() else {}
+    for key, name in (("weights_sha256", WEIGHTS), ("config_sha256", CONFIG)):
+        if final.get(key) and final[key] != _sha256(run.path / name):
+            problems.append(
+                f"{run.path / name} changed after the run (its sha256 differs from {FINAL}'s {key})"
+            )
+    recorded = run.read_json(DATA).get("options", {})
+    options = json.loads(json.dumps(data.options))
+    changed = sorted(
+        k for k in set(recorded) | set(options) if k != "fingerprint" and recorded.get(k) != options.get(k)
+    )
+    if changed:
+        problems.append(
+            f"the data is read with other options than the run's ({', '.join(changed)} differ from {DATA})"
+        )
+    return problems
+
+
 def load_run(
-    path: str | Path, data: Interactions | None = None
+    path: str | Path, data: Interactions | None = None, force: bool = False, warnings: list[str] | None = None
 ) -> tuple[TrainConfig, Interactions, Recommender]:
     """Open a finished run directory: its config, its dataset and its best weights, ready to rank.
 
     Only what the run directory holds is used (``config.json``, ``data.json``, ``model.safetensors``)
     plus the dataset files, which must be the ones the run saw: their sha256s are compared with
-    ``data.json`` so a changed file cannot silently give different numbers. ``data`` may pass an
-    already loaded dataset (several runs on the same data share one load); it is checked the same way.
+    ``data.json`` so a changed file cannot silently give different numbers, and :func:`verify_run`
+    checks the weights, config and split options; a mismatch is an error unless ``force`` (then a
+    warning, also appended to ``warnings``). ``data`` may pass an already loaded dataset (several runs
+    on the same data share one load).
     """
     run = RunDir(path)
     for needed in (CONFIG, DATA, WEIGHTS):
@@ -549,6 +582,18 @@ def load_run(
     if data is None:
         data = load_dataset(config.data_spec())
     _check_same_data(run, data)
+    for problem in verify_run(run, data):
+        if not force:
+            raise SsmrecError(f"{problem}; give --force to use it anyway")
+        logger.warning("warning (--force): %s", problem)
+        if warnings is not None:
+            warnings.append(f"--force: {problem}")
     model = build_model_for(config, data)
-    model.load_state_dict(run.load_weights())
+    try:
+        model.load_state_dict(run.load_weights())
+    except RuntimeError as error:  # missing or unexpected tensors, wrong shapes
+        first = str(error).strip().splitlines()[0][:300]
+        raise SsmrecError(
+            f"{run.path / WEIGHTS}: does not fit this run's model and data ({first})"
+        ) from error
     return config, data, model

@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from ssmrec.config import (
-    FLAT_KEYS,
     PRESETS,
     PROTOCOLS,
     TrainConfig,
+    applicable_only,
     build_config,
     merge_layers,
     read_config_file,
@@ -171,7 +171,7 @@ def cell_config(spec: GridSpec, model: str, loss: str) -> TrainConfig:
         LOSS_DEFAULTS.get(loss, {}),
         _dataset_preset(loss, dataset),
         MODEL_DEFAULTS.get(model, {}),
-        _applicable(file, model, loss),
+        applicable_only(file, model, loss),
         per_model,
         per_loss,
         per_cell,
@@ -180,24 +180,6 @@ def cell_config(spec: GridSpec, model: str, loss: str) -> TrainConfig:
     ]
     where = f"{spec.where}cell {cell_name(model, loss)}: "
     return build_config(merge_layers(*layers), where)
-
-
-def _applicable(layer: dict[str, Any], model: str, loss: str) -> dict[str, Any]:
-    """The keys of a layer shared by every cell that apply to this cell's loss and model.
-
-    A top-level ``temperature = 0.2`` in a grid file means "for the losses that have one"; per-loss,
-    per-model and per-cell tables are taken as written (an option there that does not apply is an
-    error, as in ``ssmrec train``).
-    """
-    out = {}
-    for key, value in layer.items():
-        section, name = FLAT_KEYS.get(key, (None, key))
-        if section == "loss" and name not in ("name", "beta") and name not in LOSS_DEFAULTS[loss]:
-            continue
-        if section == "model" and name not in ("name", "dim") and name not in MODEL_DEFAULTS[model]:
-            continue
-        out[key] = value
-    return out
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import sys
@@ -30,6 +31,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from ssmrec.data import Interactions
+from ssmrec.errors import SsmrecError
 
 CONFIG = "config.json"
 DATA = "data.json"
@@ -39,6 +41,9 @@ FINAL = "final_metrics.json"
 WEIGHTS = "model.safetensors"
 LOG = "train.log"
 ID_MAPS = "id_maps.json"
+CLAIM = ".claim"
+"""Created exclusively (O_EXCL) by the run that takes a folder, so two runs started at once with the same
+``--output`` cannot both write into it."""
 
 
 def _file_mode() -> int:
@@ -64,12 +69,29 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         raise
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or ±inf float replaced by ``null``: JSON has no such numbers (Python's
+    ``NaN`` token is not JSON and other readers reject it); a metric without a value is ``null``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=False) + "\n").encode())
+    text = json.dumps(json_safe(value), indent=2, sort_keys=False, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+    """A JSON file of a run; an unreadable, empty or truncated one is one ``SsmrecError`` naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise SsmrecError(f"{path}: not a readable JSON file ({error})") from error
 
 
 def environment() -> dict[str, Any]:
@@ -120,10 +142,26 @@ class RunDir:
     def create(cls, path: str | Path) -> RunDir:
         """A new run directory; refuses to mix a new run into an existing one's files."""
         run = cls(path)
-        if run.path.exists() and any(run.path.iterdir()):
+        if run.path.exists() and not run.path.is_dir():
+            raise FileExistsError(f"output {run.path} exists and is not a folder; choose another")
+        entries = [entry.name for entry in run.path.iterdir()] if run.path.is_dir() else []
+        if entries == [CLAIM]:
+            raise FileExistsError(f"run directory {run.path} is being written by another run")
+        if entries:
             raise FileExistsError(f"run directory {run.path} already exists and is not empty; choose another")
-        run.path.mkdir(parents=True, exist_ok=True)
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+            claim = os.open(run.path / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError as error:  # another run claimed it between our check and our claim
+            raise FileExistsError(f"run directory {run.path} is being written by another run") from error
+        except OSError as error:
+            raise FileExistsError(f"cannot create run directory {run.path}: {error.strerror}") from error
+        os.close(claim)
         return run
+
+    def release_claim(self) -> None:
+        """Drop the claim once the run has files of its own (a non-empty folder is refused anyway)."""
+        (self.path / CLAIM).unlink(missing_ok=True)
 
     def write_json(self, name: str, value: Any) -> None:
         atomic_write_json(self.path / name, value)
@@ -132,7 +170,7 @@ class RunDir:
         return read_json(self.path / name)
 
     def write_metrics(self, records: Iterable[dict[str, Any]]) -> None:
-        lines = "".join(json.dumps(record) + "\n" for record in records)
+        lines = "".join(json.dumps(json_safe(record), allow_nan=False) + "\n" for record in records)
         atomic_write_bytes(self.path / METRICS, lines.encode())
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -146,4 +184,9 @@ class RunDir:
         atomic_write_bytes(self.path / WEIGHTS, save(tensors))
 
     def load_weights(self) -> dict[str, torch.Tensor]:
-        return load_file(str(self.path / WEIGHTS))
+        """The saved weights; a damaged or foreign file is one ``SsmrecError`` naming it."""
+        path = self.path / WEIGHTS
+        try:
+            return load_file(str(path))
+        except Exception as error:  # safetensors raises its own types for truncated or invalid files
+            raise SsmrecError(f"{path}: not a readable safetensors file ({error})") from error
