@@ -572,21 +572,9 @@ def upgrade_legacy(values: dict[str, Any]) -> dict[str, Any]:
     """
     if isinstance(values.get("model"), dict) or isinstance(values.get("loss"), dict):
         return values
-    loss = values.get("loss", "ssm")
-    model = values.get("model", "lightgcn")
-    out = {}
-    for key, value in values.items():
-        section, name = FLAT_KEYS.get(key, (None, key))
-        if value is None:
-            continue
-        not_for_loss = loss not in LOSS_DEFAULTS or name not in LOSS_DEFAULTS[loss]
-        if section == "loss" and name not in ("name", "beta") and not_for_loss:
-            continue
-        if section == "model" and name not in ("name", "dim") and name not in MODEL_DEFAULTS.get(model, {}):
-            continue
-        out[key] = value
-    negatives = out.get("negatives")
-    if "beta" in out and negatives not in BETA_SAMPLERS:
+    given = {key: value for key, value in values.items() if value is not None}
+    out = applicable_only(given, str(given.get("model", "lightgcn")), str(given.get("loss", "ssm")))
+    if "beta" in out and out.get("negatives") not in BETA_SAMPLERS:
         out.pop("beta")
     return out
 

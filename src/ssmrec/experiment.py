@@ -299,16 +299,6 @@ def stop_requests() -> Iterator[Any]:
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
-def _refuse_occupied(path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        raise SsmrecError(f"output {path} exists and is not a folder; choose another --output")
-    if path.is_dir() and any(path.iterdir()):
-        raise SsmrecError(
-            f"run directory {path} already exists and is not empty; choose another --output, "
-            f"or continue it with: ssmrec train --resume {path}"
-        )
-
-
 def train(config: TrainConfig, data: Interactions | None = None) -> TrainResult:
     """Train ``config``'s model on its data and write a complete run directory.
 
@@ -316,7 +306,7 @@ def train(config: TrainConfig, data: Interactions | None = None) -> TrainResult:
     folder) is checked before the run directory is created, so a refused run leaves nothing behind.
     """
     output = Path(config.run.output or Path("runs") / (config.run.name or default_run_name(config)))
-    _refuse_occupied(output)
+    RunDir.check_available(output)  # before the data is loaded: a refused run costs nothing
     given_path = config.data.path
     if given_path is not None and not Path(given_path).is_absolute():  # the run must not depend on the cwd
         config = config.replace(data={"path": str(Path(given_path).absolute())})

@@ -142,13 +142,7 @@ class RunDir:
     def create(cls, path: str | Path) -> RunDir:
         """A new run directory; refuses to mix a new run into an existing one's files."""
         run = cls(path)
-        if run.path.exists() and not run.path.is_dir():
-            raise FileExistsError(f"output {run.path} exists and is not a folder; choose another")
-        entries = [entry.name for entry in run.path.iterdir()] if run.path.is_dir() else []
-        if entries == [CLAIM]:
-            raise FileExistsError(f"run directory {run.path} is being written by another run")
-        if entries:
-            raise FileExistsError(f"run directory {run.path} already exists and is not empty; choose another")
+        cls.check_available(run.path)
         try:
             run.path.mkdir(parents=True, exist_ok=True)
             claim = os.open(run.path / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -158,6 +152,20 @@ class RunDir:
             raise FileExistsError(f"cannot create run directory {run.path}: {error.strerror}") from error
         os.close(claim)
         return run
+
+    @staticmethod
+    def check_available(path: Path) -> None:
+        """Refuse a ``path`` that a new run cannot take: a file, a folder with files, or one claimed."""
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(f"output {path} exists and is not a folder; choose another --output")
+        entries = [entry.name for entry in path.iterdir()] if path.is_dir() else []
+        if entries == [CLAIM]:
+            raise FileExistsError(f"run directory {path} is being written by another run")
+        if entries:
+            raise FileExistsError(
+                f"run directory {path} already exists and is not empty; choose another --output, "
+                f"or continue it with: ssmrec train --resume {path}"
+            )
 
     def release_claim(self) -> None:
         """Drop the claim once the run has files of its own (a non-empty folder is refused anyway)."""

@@ -186,10 +186,6 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    return rng.bit_generator.state
-
-
 class Trainer:
     """Trains ``setup`` on ``data`` with ``schedule``; ``evaluate(model)`` gives selection metrics.
 
@@ -409,7 +405,7 @@ class Trainer:
             "trainer": dataclasses.asdict(self.state),
             "optimizer_groups": optimizer["param_groups"],
             "rng": {
-                "numpy_generator": _rng_state(self.rng),
+                "numpy_generator": self.rng.bit_generator.state,
                 "numpy_legacy": _legacy_numpy_state(),
                 "python": [python_state[0], list(python_state[1]), python_state[2]],
             },

@@ -13,27 +13,27 @@ import torch
 
 from ssmrec.evaluate import canonical_scores, evaluate_ranking, top_k
 from ssmrec.evaluate import ranking as ranking_module
-from ssmrec.evaluate.ranking import _ErrorModel, _Ranker, _Screened, resolve_precision
+from ssmrec.evaluate.ranking import Ranker, _ErrorModel, _Screened, resolve_precision
 
 
 @pytest.fixture
 def stages(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     """Count rows decided by the bf16 screen, the fp32 screen, and the rescore-everything fallback."""
     counts: Counter[str] = Counter()
-    screen, rescore_all = _Ranker._screen, _Ranker._rescore_all_above
+    screen, rescore_all = Ranker._screen, Ranker._rescore_all_above
 
-    def spy_screen(self: _Ranker, coarse: torch.Tensor, *args: object) -> _Screened:
+    def spy_screen(self: Ranker, coarse: torch.Tensor, *args: object) -> _Screened:
         result = screen(self, coarse, *args)
         stage = "bf16" if coarse.dtype == torch.bfloat16 else "fp32"
         counts[stage] += int(result.ok.sum())
         return result
 
-    def spy_all(self: _Ranker, coarse: torch.Tensor, *args: object) -> torch.Tensor:
+    def spy_all(self: Ranker, coarse: torch.Tensor, *args: object) -> torch.Tensor:
         counts["all"] += coarse.shape[0]
         return rescore_all(self, coarse, *args)
 
-    monkeypatch.setattr(_Ranker, "_screen", spy_screen)
-    monkeypatch.setattr(_Ranker, "_rescore_all_above", spy_all)
+    monkeypatch.setattr(Ranker, "_screen", spy_screen)
+    monkeypatch.setattr(Ranker, "_rescore_all_above", spy_all)
     yield counts
 
 
@@ -143,7 +143,7 @@ def hard_embeddings(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("seed", [5, 6])
 def test_error_bound_holds_for_every_pair(stage: str, seed: int) -> None:
     users, items = hard_embeddings(seed)
-    ranker = _Ranker(users, items, "dot", "bf16")
+    ranker = Ranker(users, items, "dot", "bf16")
     rows = torch.arange(len(users))
     coarse = ranker._coarse(rows, stage).double()
     canon = canonical_scores(ranker.users.unsqueeze(1), ranker.items.unsqueeze(0)).double()
@@ -158,9 +158,9 @@ def test_error_bound_holds_for_every_pair(stage: str, seed: int) -> None:
 
 
 def test_bound_violation_falls_back_to_fp32_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    init_bf16 = _Ranker._init_bf16
+    init_bf16 = Ranker._init_bf16
 
-    def too_tight(self: _Ranker, *args: object) -> None:
+    def too_tight(self: Ranker, *args: object) -> None:
         init_bf16(self, *args)
         model = self.models["bf16"]
         self.models["bf16"] = _ErrorModel(
@@ -170,7 +170,7 @@ def test_bound_violation_falls_back_to_fp32_with_a_warning(monkeypatch: pytest.M
     g = torch.Generator().manual_seed(7)
     users, items = torch.randn(30, 16, generator=g), torch.randn(4000, 16, generator=g)
     expected = top_k(users, items, None, 10, precision="fp32")
-    monkeypatch.setattr(_Ranker, "_init_bf16", too_tight)
+    monkeypatch.setattr(Ranker, "_init_bf16", too_tight)
     with pytest.warns(RuntimeWarning, match="outside the proven bound"):
         assert torch.equal(top_k(users, items, None, 10, precision="bf16", chunk_size=10), expected)
 
@@ -180,7 +180,7 @@ def test_reduced_fp32_matmul_precision_uses_the_wider_bound(monkeypatch: pytest.
     users, items = torch.randn(20, 16, generator=g), torch.randn(3000, 16, generator=g)
     expected = top_k(users, items, None, 10, precision="fp32")
     monkeypatch.setattr(ranking_module, "_fp32_matmul_reduced", lambda: True)
-    ranker = _Ranker(users, items, "dot", "fp32")
+    ranker = Ranker(users, items, "dot", "fp32")
     assert ranker.models["fp32"].user_factors.shape[0] == 3
     assert torch.equal(top_k(users, items, None, 10, precision="fp32"), expected)
 

@@ -17,7 +17,7 @@ A full score matrix is only used to find *candidates*. It is a GEMM, fp32 or bf1
 every coarse score ``g(u, i)`` it gives has a proven bound ``|g - c| <= e(u, i) <= E(u)`` (see
 :class:`_ErrorModel`). Per user:
 
-1. The items are split into G groups (``_Ranker._screen``); the m groups with the largest maxima are taken
+1. The items are split into G groups (``Ranker._screen``); the m groups with the largest maxima are taken
    (m = K plus a margin). Every item outside them has ``g <= t``, the m-th largest group maximum.
 2. The K best group maxima are K distinct items with ``c >= g - e``, so the K-th largest canonical score
    is ``c_(K) >= L = min over them of (g - e)``.
@@ -227,7 +227,7 @@ def resolve_precision(precision: Precision, device: torch.device, n_items: int) 
 
 @dataclass
 class _Screened:
-    """Outcome of screening the rows of one coarse matrix (see :meth:`_Ranker._screen`)."""
+    """Outcome of screening the rows of one coarse matrix (see :meth:`Ranker._screen`)."""
 
     ok: Tensor  # (p,) bool: rows whose candidates provably contain the canonical top K
     lower: Tensor  # (p,) float64: lower bound of the K-th canonical score, already minus the slack
@@ -236,7 +236,7 @@ class _Screened:
     coarse: Tensor
 
 
-class _Ranker:
+class Ranker:
     """Exact top-K for the rows of ``users`` against all ``items`` (see the module docstring)."""
 
     def __init__(self, users: Tensor, items: Tensor, score: Score, precision: Precision) -> None:
@@ -497,7 +497,7 @@ def _group_size(n: int, largest: int, taken: int) -> int:
 def _top_groups(group_max: Tensor, taken: int, size: int) -> tuple[Tensor, Tensor]:
     """The ``taken`` largest group maxima of each row (ties in any order), sorted, with their group ids.
 
-    With ``size > 1`` a second level does the same to the groups that ``_Ranker._screen`` does to the
+    With ``size > 1`` a second level does the same to the groups that ``Ranker._screen`` does to the
     items: super-groups ``{s, s + S, s + 2S, ...}`` of ``size`` groups, the ``taken`` super-groups with
     the largest maxima expanded, and the top ``taken`` taken among their groups. That is a valid top
     ``taken`` by the same argument (every group left out is ``<=`` the smallest taken super-group
@@ -603,7 +603,7 @@ def iter_top_k(
     """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    ranker = _Ranker(user_emb, item_emb, score, precision)
+    ranker = Ranker(user_emb, item_emb, score, precision)
     n_rows, n_items = ranker.users.shape[0], ranker.n_items
     excl = [as_csr(m, (n_rows, n_items), "exclude") for m in exclude]
     if chunk_size is None:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssmrec.errors import SsmrecError
-from ssmrec.evaluate.ranking import _Ranker, canonical_scores, iter_top_k, top_k
+from ssmrec.evaluate.ranking import Ranker, canonical_scores, iter_top_k, top_k
 from ssmrec.serving.export import Export
 
 MAX_K = 1000
@@ -148,14 +148,14 @@ class FoldInUnsupportedError(SsmrecError):
 class _Engine:
     """The exact ranking engine built once over all rows: per-row top-K without per-call set-up.
 
-    Wraps the engine's per-chunk entry point (``_Ranker.top_k``, what ``iter_top_k`` calls for each
+    Wraps the engine's per-chunk entry point (``Ranker.top_k``, what ``iter_top_k`` calls for each
     chunk): the same screening, rescoring and tie rule, so a row's top K is the same as in any batch.
     It is thread-safe (per-thread buffers); callers keep torch at one intra-op thread.
     """
 
     def __init__(self, rows: Tensor, items: Tensor, rule: str) -> None:
         with torch.no_grad():
-            self._ranker = _Ranker(rows, items, rule, "auto")  # type: ignore[arg-type]
+            self._ranker = Ranker(rows, items, rule, "auto")  # type: ignore[arg-type]
 
     def top_k(self, row: int, excluded: np.ndarray, k: int) -> Tensor:
         cols = torch.from_numpy(np.asarray(excluded, dtype=np.int64))
