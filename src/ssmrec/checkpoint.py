@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load, save
 
 from ssmrec import faults
-from ssmrec.errors import SsmrecError
+from ssmrec.errors import SsmrecError, os_errors_name
 
 FOLDER = "checkpoint"
 TENSORS = "tensors.safetensors"
@@ -66,7 +66,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_synced(path: Path, payload: bytes) -> None:
-    with open(path, "wb") as file:
+    with os_errors_name(path), open(path, "wb") as file:
         file.write(payload)
         file.flush()
         os.fsync(file.fileno())

@@ -17,7 +17,7 @@ from typing import Any
 from ssmrec import __version__
 from ssmrec.config import PRESETS, PROTOCOLS, read_config_file, resolve_config
 from ssmrec.data.spec import FORMATS
-from ssmrec.errors import SsmrecError
+from ssmrec.errors import SsmrecError, StorageError, describe_os_error
 from ssmrec.grid import add_grid_parser
 from ssmrec.runtime import retain_freed_memory
 from ssmrec.serving.commands import add_serving_parsers
@@ -277,16 +277,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     retain_freed_memory()  # large-table steps reuse freed memory instead of faulting in fresh pages
     try:
         return args.handler(args)
-    except (SsmrecError, FileExistsError) as error:
+    except SsmrecError as error:
+        print(f"ssmrec: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except FileExistsError as error:  # an occupied --output: the command line must change
         print(f"ssmrec: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ssmrec: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # `ssmrec data info X | head -1`: the reader left, which is not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
         return 0
+    except OSError as error:  # the disk or the OS refused (full, read-only): say which file, no traceback
+        print(f"ssmrec: error: {describe_os_error(error)}", file=sys.stderr)
+        return StorageError.exit_code
+    except KeyboardInterrupt:
+        print("ssmrec: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -367,6 +367,12 @@ class TrainConfig:
     run: RunSpec = field(default_factory=RunSpec)
     preset: str | None = None
 
+    def __post_init__(self) -> None:
+        # The paper protocol carves no validation split (it selects on test): record what is used,
+        # not the unused default ratio. An explicit --valid-ratio is refused in resolve_config.
+        if self.protocol == "paper" and self.data.valid_ratio != 0.0:
+            object.__setattr__(self, "data", dataclasses.replace(self.data, valid_ratio=0.0))
+
     @property
     def selection_split(self) -> str:
         return self.evaluation.selection_split
@@ -377,8 +383,6 @@ class TrainConfig:
 
     def data_spec(self) -> DataSpec:
         """The data to load; the paper protocol trains on the full train split (no validation carve)."""
-        if self.protocol == "paper":
-            return dataclasses.replace(self.data, valid_ratio=0.0)
         return self.data
 
     def to_dict(self) -> dict[str, Any]:
@@ -440,8 +444,9 @@ PRESET_DATA_KEYS = ("dataset", "path")
 """A preset names its dataset; one's own ``--data`` replaces it (a preset applies to one's own data)."""
 
 
-def _closest(name: str, valid: list[str]) -> str:
-    match = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+def _closest(name: object, valid: list[str]) -> str:
+    """A suggestion for a mistyped key (a YAML key can be any value: ``? x``, ``1: 2``)."""
+    match = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
     return f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(sorted(valid))}"
 
 
@@ -632,6 +637,8 @@ def resolve_config(
     preset_name = flag_values.get("preset") or file_values.get("preset")
     preset: dict[str, Any] = {}
     if preset_name is not None:
+        if not isinstance(preset_name, str):
+            raise ConfigError(f"{where}preset: expected a preset name, got {_short(preset_name)}")
         if preset_name not in PRESETS:
             raise ConfigError(
                 f"unknown preset {preset_name!r}{_closest(preset_name, list(PRESETS))}".replace(
@@ -639,12 +646,32 @@ def resolve_config(
                 )
             )
         preset = PRESETS[preset_name]
-    file_layer = merge_layers(file_values) if file_values else {}
+    try:
+        file_layer = merge_layers(file_values) if file_values else {}
+    except ConfigError as error:  # the file's own keys: name the file
+        raise ConfigError(f"{where}{error}") from error
     chosen = merge_layers(preset, file_layer, flag_values)
     model, loss = chosen["model"].get("name", "lightgcn"), chosen["loss"].get("name", "ssm")
-    preset = applicable_only(preset, model, loss)
+    if isinstance(model, str) and isinstance(loss, str):  # else build_config names the bad value
+        preset = applicable_only(preset, model, loss)
+    _refuse_unused_valid_ratio(chosen, file_layer, flag_values, where)
     try:
         return build_config(merge_layers(preset, file_layer, flag_values), where)
     except ConfigError as error:
         text = str(error)
         raise ConfigError(text if text.startswith(where) else f"{where}{text}") from error
+
+
+def _refuse_unused_valid_ratio(
+    chosen: dict[str, Any], file_layer: dict[str, Any], flag_values: dict[str, Any], where: str
+) -> None:
+    """``--valid-ratio`` with ``--protocol paper`` would be silently unused: that protocol selects on the
+    test split and trains on all of train, so a ratio the user gave is an error, not a no-op."""
+    if chosen["evaluation"].get("protocol") != "paper":
+        return
+    given = [layer["data"].get("valid_ratio") for layer in (file_layer, merge_layers(flag_values)) if layer]
+    if any(ratio not in (None, 0, 0.0) for ratio in given):
+        raise ConfigError(
+            f"{where}valid_ratio: the paper protocol carves no validation split (it selects the best "
+            "epoch on test and trains on all of train); drop --valid-ratio or use --protocol standard"
+        )

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
 class SsmrecError(Exception):
-    """Base class: the CLI prints ``str(error)`` and exits with status 2."""
+    """Base class: the CLI prints ``str(error)`` and exits with :attr:`exit_code`."""
+
+    exit_code = 2
+    """2: bad input or config (the README's exit-code table lists the others)."""
 
 
 class DataFormatError(SsmrecError):
@@ -33,3 +38,31 @@ class DatasetNotFoundError(SsmrecError):
 
 class ChecksumError(SsmrecError):
     """A downloaded file does not match its registered checksum (the file is deleted)."""
+
+
+class StorageError(SsmrecError):
+    """The disk refused a read or write (full, read-only, permissions): not the input's fault.
+
+    Its own exit status (74, ``EX_IOERR`` of sysexits.h) lets a script retry after freeing space,
+    where exit 2 would say the command itself is wrong.
+    """
+
+    exit_code = 74
+
+
+def describe_os_error(error: OSError) -> str:
+    """``/path/file: No space left on device``: the file and the OS's reason, without a traceback."""
+    where = error.filename if error.filename is not None else "a file"
+    return f"{where}: {error.strerror or error}"
+
+
+@contextmanager
+def os_errors_name(path: str | Path) -> Iterator[None]:
+    """Give an ``OSError`` raised while writing ``path`` that path when the OS did not (``write`` and
+    ``fsync`` on a full disk say only "No space left on device"), so the message can name the file."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(path)
+        raise

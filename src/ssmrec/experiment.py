@@ -32,7 +32,7 @@ from torch import Tensor
 from ssmrec import checkpoint, faults
 from ssmrec.config import TrainConfig, build_config, upgrade_legacy
 from ssmrec.data import Interactions, load_dataset
-from ssmrec.errors import ConfigError, SsmrecError
+from ssmrec.errors import ConfigError, SsmrecError, StorageError, describe_os_error
 from ssmrec.evaluate import evaluate_ranking
 from ssmrec.losses import Objective, build_loss
 from ssmrec.models import Recommender, build_model
@@ -310,6 +310,13 @@ def train(config: TrainConfig, data: Interactions | None = None) -> TrainResult:
     given_path = config.data.path
     if given_path is not None and not Path(given_path).is_absolute():  # the run must not depend on the cwd
         config = config.replace(data={"path": str(Path(given_path).absolute())})
+    if given_path is not None and _is_stream(Path(given_path)):
+        logger.warning(
+            "warning: --data %s is a pipe or device, read once as a stream; the run records that path, "
+            "which cannot be read again, so `ssmrec evaluate` and `--resume` will not work on this run; "
+            "save the data to a file and give that to --data for a run you can re-evaluate",
+            given_path,
+        )
     with stop_requests() as should_stop:
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
@@ -330,10 +337,33 @@ def train(config: TrainConfig, data: Interactions | None = None) -> TrainResult:
             run.write_json(ENVIRONMENT, environment())
             run.write_json(ID_MAPS, id_maps(data))
             trainer = build_trainer(config, data, should_stop)
-            return _run(trainer, config, data, run, started)
+            with _disk_faults(run):
+                return _run(trainer, config, data, run, started)
         finally:
             logger.removeHandler(handler)
             handler.close()
+
+
+@contextlib.contextmanager
+def _disk_faults(run: RunDir) -> Iterator[None]:
+    """A full or read-only disk mid-run becomes one :class:`StorageError` that says how to go on.
+
+    Every file of the run is written atomically (temp file, then rename; a failed write removes its
+    temp file), so what is on disk is whole: the last checkpoint resumes once there is room.
+    """
+    try:
+        yield
+    except OSError as error:
+        raise StorageError(
+            f"{describe_os_error(error)}; the run in {run.path} stopped there (each of its files is "
+            f"whole: they are written atomically); once the disk has room, continue it with: "
+            f"ssmrec train --resume {run.path}"
+        ) from error
+
+
+def _is_stream(path: Path) -> bool:
+    """A FIFO, process substitution (``<(cat f)``) or device: it exists but is no file or folder."""
+    return path.exists() and not path.is_file() and not path.is_dir()
 
 
 def resume(path: str | Path, changes: dict[str, Any] | None = None) -> TrainResult:
@@ -380,7 +410,8 @@ def resume(path: str | Path, changes: dict[str, Any] | None = None) -> TrainResu
                 )
                 trainer.state.stopped_by = None
                 run.write_metrics(trainer.state.history)
-            return _run(trainer, config, data, run, started)
+            with _disk_faults(run):
+                return _run(trainer, config, data, run, started)
         finally:
             logger.removeHandler(handler)
             handler.close()

@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from ssmrec.data import Interactions
-from ssmrec.errors import SsmrecError
+from ssmrec.errors import SsmrecError, os_errors_name
 
 CONFIG = "config.json"
 DATA = "data.json"
@@ -59,7 +59,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(handle, _file_mode())
-        with os.fdopen(handle, "wb") as temp:
+        with os_errors_name(path), os.fdopen(handle, "wb") as temp:
             temp.write(payload)
             temp.flush()
             os.fsync(temp.fileno())
@@ -143,12 +143,15 @@ class RunDir:
         """A new run directory; refuses to mix a new run into an existing one's files."""
         run = cls(path)
         cls.check_available(run.path)
+        existed = run.path.is_dir()
         try:
             run.path.mkdir(parents=True, exist_ok=True)
             claim = os.open(run.path / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError as error:  # another run claimed it between our check and our claim
             raise FileExistsError(f"run directory {run.path} is being written by another run") from error
         except OSError as error:
+            if not existed and run.path.is_dir():  # leave nothing behind: the folder is ours and empty
+                run.path.rmdir()
             raise FileExistsError(f"cannot create run directory {run.path}: {error.strerror}") from error
         os.close(claim)
         return run
