@@ -204,3 +204,17 @@ def test_the_paper_protocol_records_no_validation_carve(inputs: dict[str, Path],
     recorded = json.loads((out / "config.json").read_text())["data"]
     assert recorded["valid_ratio"] == 0.0  # what ran, not the unused default 0.1
     assert main(["evaluate", str(out)]) == 0
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(inputs: dict[str, Path]) -> None:
+    """``ssmrec data info DIR | head -1``: the pipe closes before ssmrec writes; exit 0, no traceback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ssmrec", "data", "info", str(inputs["data"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # no reader is left: the command's first write meets a broken pipe
+    error = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 0 and "Traceback" not in error and "BrokenPipe" not in error
