@@ -49,7 +49,7 @@ from ssmrec.defaults import (
 )
 from ssmrec.errors import ConfigError
 
-PROTOCOLS = ("standard", "paper")
+PROTOCOLS = ("standard", "paper", "refit")
 METRICS = ("recall", "ndcg", "precision", "hit", "mrr", "map")
 MAX_SEED = 2**63 - 1
 """Seeds are non-negative and fit int64 (torch's generators take at most 64 bits)."""
@@ -274,7 +274,9 @@ class EvalSpec:
     """How runs are evaluated and selected: full ranking, metrics at ``ks``, ``metric`` for selection.
 
     ``protocol="paper"`` selects the best epoch on the test split, as the SSM paper and its anchors do;
-    every output of such a run says so, because test-selected numbers are optimistic.
+    every output of such a run says so, because test-selected numbers are optimistic. ``"refit"`` trains
+    on train + validation for a number of epochs chosen beforehand on validation (``ssmrec tune --refit``)
+    and evaluates the test split once, at the end: nothing is selected on test.
     """
 
     metric: str = "recall@20"
@@ -301,7 +303,7 @@ class EvalSpec:
     @property
     def selection_split(self) -> str:
         """The split early stopping and model selection look at."""
-        return "test" if self.protocol == "paper" else "valid"
+        return "valid" if self.protocol == "standard" else "test"
 
 
 @dataclass(frozen=True)
@@ -367,6 +369,13 @@ class TrainConfig:
     run: RunSpec = field(default_factory=RunSpec)
     preset: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.protocol == "refit" and self.optim.eval_every < self.optim.epochs:
+            raise ConfigError(
+                "protocol refit evaluates the test split once, after the last epoch: "
+                f"set eval_every >= epochs (got eval_every={self.optim.eval_every}, epochs={self.optim.epochs})"
+            )
+
     @property
     def selection_split(self) -> str:
         return self.evaluation.selection_split
@@ -376,8 +385,9 @@ class TrainConfig:
         return self.evaluation.protocol
 
     def data_spec(self) -> DataSpec:
-        """The data to load; the paper protocol trains on the full train split (no validation carve)."""
-        if self.protocol == "paper":
+        """The data to load; the paper and refit protocols train on the full train split (no validation
+        carve)."""
+        if self.protocol in ("paper", "refit"):
             return dataclasses.replace(self.data, valid_ratio=0.0)
         return self.data
 
