@@ -372,8 +372,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.protocol == "refit" and self.optim.eval_every < self.optim.epochs:
             raise ConfigError(
-                "protocol refit evaluates the test split once, after the last epoch: "
-                f"set eval_every >= epochs (got eval_every={self.optim.eval_every}, epochs={self.optim.epochs})"
+                "protocol refit evaluates the test split once, after the last epoch: set eval_every >= "
+                f"epochs (got eval_every={self.optim.eval_every}, epochs={self.optim.epochs})"
             )
 
     @property

@@ -320,7 +320,9 @@ def stop_requests() -> Iterator[Any]:
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
-def train(config: TrainConfig, data: Interactions | None = None, watch: RunWatch | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, data: Interactions | None = None, watch: RunWatch | None = None
+) -> TrainResult:
     """Train ``config``'s model on its data and write a complete run directory.
 
     Everything that can be rejected (the config, the data, an empty evaluation split, an occupied output

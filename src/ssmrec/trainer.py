@@ -44,7 +44,7 @@ from ssmrec.sampling import NegativeSampler, TrainingPairs
 logger = logging.getLogger("ssmrec")
 
 
-class StopRun(Exception):  # noqa: N818 (a request, not an error)
+class StopRun(Exception):
     """Raised by a hook's ``evaluated`` to end the run after this evaluation (a tuner pruning a poor
     trial); the run finishes normally with ``stopped_by = reason``."""
 

@@ -159,9 +159,11 @@ def importances(study: Any) -> tuple[dict[str, float], str | None]:
 
 def history_png(study: Any, metric: str) -> bytes:
     """Each trial's validation metric (pruned ones at their best reported value) and the best so far."""
-    from ssmrec.analysis.plotting import new_figure, png_bytes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg, no pyplot: headless-safe
+    from matplotlib.figure import Figure
 
-    figure = new_figure(6.0, 3.6)
+    figure = Figure(figsize=(6.0, 3.6), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     best, xs, ys = -math.inf, [], []
     for trial in study.get_trials(deepcopy=False):
@@ -181,7 +183,9 @@ def history_png(study: Any, metric: str) -> bytes:
     axes.set_ylabel(f"validation {metric}")
     axes.set_title(f"{study.study_name}: optimisation history")
     axes.legend(loc="lower right", fontsize=8)
-    return png_bytes(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 # ------------------------------------------------------------------------------------------ outputs

@@ -170,8 +170,8 @@ def open_study(spec: TuneSpec) -> tuple[Any, int]:
             storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True
         )
         before = study.user_attrs.get(ATTRIBUTE)
-        if before is None and not study.trials:
-            study.set_user_attr(ATTRIBUTE, recorded)
+        if before is None and all(trial.state.name == "WAITING" for trial in study.trials):
+            study.set_user_attr(ATTRIBUTE, recorded)  # a new study (maybe with enqueued trials)
         elif before != recorded:
             raise SsmrecError(
                 f"study {spec.name!r} in {spec.storage_url} searches {_difference(before, recorded)} "
