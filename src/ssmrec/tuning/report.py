@@ -161,6 +161,7 @@ def history_png(study: Any, metric: str) -> bytes:
     """Each trial's validation metric (pruned ones at their best reported value) and the best so far."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg, no pyplot: headless-safe
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(6.0, 3.6), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
@@ -179,6 +180,7 @@ def history_png(study: Any, metric: str) -> bytes:
         axes.step(xs, ys, where="post", color="C1", label="best so far")
     axes.scatter([], [], color="C0", s=18, label="completed")
     axes.scatter([], [], color="C3", marker="x", s=22, label="pruned (best reported)")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("trial")
     axes.set_ylabel(f"validation {metric}")
     axes.set_title(f"{study.study_name}: optimisation history")
@@ -340,4 +342,10 @@ def refit_best(study: Any, spec: TuneSpec, note: Any) -> dict[str, Any] | None:
             )
         note(f"refit of trial {best.number}: {epochs} epochs on train + validation -> {run_dir}")
         final = experiment.train(config, data).final
-    return {"trial": best.number, "epochs": epochs, "run_dir": str(run_dir), "test": final.get("test", {})}
+    test = final.get("test", {})
+    note(
+        f"refit of trial {best.number}: test recall@20 {test.get('recall@20', float('nan')):.4f}, ndcg@20 "
+        f"{test.get('ndcg@20', float('nan')):.4f} (trained on train + validation for {epochs} epochs; "
+        "the test split evaluated once, nothing selected on it)"
+    )
+    return {"trial": best.number, "epochs": epochs, "run_dir": str(run_dir), "test": test}

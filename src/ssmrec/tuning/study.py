@@ -165,7 +165,9 @@ def open_study(spec: TuneSpec) -> tuple[Any, int]:
     optuna = import_optuna()
     recorded = spec.recorded()
     with study_lock(spec.output):
-        storage = optuna.storages.RDBStorage(spec.storage_url)
+        # processes sharing a SQLite file wait for each other's writes (sqlite3's default is 5 s)
+        sqlite = {"connect_args": {"timeout": 120}} if spec.storage_url.startswith("sqlite") else {}
+        storage = optuna.storages.RDBStorage(spec.storage_url, engine_kwargs=sqlite)
         study = optuna.create_study(
             storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True
         )
