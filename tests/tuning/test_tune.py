@@ -213,3 +213,20 @@ def test_two_processes_share_one_study(data: Path, tmp_path: Path) -> None:
     assert len({t.user_attrs["run_dir_name"] for t in study.trials}) == 4
     for trial in study.trials:
         assert trial.value == final(output / "trials" / trial.user_attrs["run_dir_name"])["valid"]["ndcg@10"]
+
+
+def test_a_setting_every_trial_shares_stops_the_study_with_its_reason(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """No validation split (valid_ratio 0): every trial fails the same way, so tune stops after three."""
+    output = tmp_path / "tune"
+    assert main(["tune", *fixed(data, "--valid-ratio", "0"), "--trials", "10", "--output", str(output)]) == 2
+    error = capsys.readouterr().err
+    assert "3 trials in a row failed" in error
+    assert "selects on a validation split, but the data has none" in error
+    assert [t.state.name for t in load(output).trials] == ["FAIL"] * 3
+
+
+def test_tune_needs_a_trial_count_or_a_budget(data: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["tune", *fixed(data)]) == 2
+    assert "give --trials N" in capsys.readouterr().err

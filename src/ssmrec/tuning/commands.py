@@ -88,6 +88,8 @@ def tune_command(
             raise ConfigError(f"--{name.replace('_', '-')} must be {'>= 1' if name == 'trials' else '>= 0'}")
     if args.budget_minutes is not None and not args.budget_minutes > 0:
         raise ConfigError("--budget-minutes must be > 0")
+    if args.trials is None and args.budget_minutes is None:
+        raise ConfigError("give --trials N (the study's total) and/or --budget-minutes M, or tune never ends")
     file_values = read_config_file(args.config) if args.config else {}
     where = f"{args.config}: " if args.config else ""
     flags = flag_values(args)

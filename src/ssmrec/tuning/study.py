@@ -43,6 +43,8 @@ logger = logging.getLogger("ssmrec")
 TRIALS = "trials"
 STUDY_LOCK = ".study.lock"
 LOCKS = ".locks"
+MAX_FAILURES = 3
+"""Consecutive failed trials after which a process stops: a setting every trial shares is wrong."""
 ATTRIBUTE = "ssmrec"
 """Study user attribute holding what the study searches (compared when a study is continued)."""
 
@@ -345,6 +347,7 @@ def run_study(spec: TuneSpec, note: Callable[[str], None], after_trial: Callable
         f"parameters: " + "; ".join(spec.space.describe())
     )
     started = time.monotonic()
+    failures = 0
     while True:
         if spec.budget_minutes is not None and time.monotonic() - started >= 60 * spec.budget_minutes:
             note(f"time budget of {spec.budget_minutes:g} minutes spent: no new trial")
@@ -360,6 +363,12 @@ def run_study(spec: TuneSpec, note: Callable[[str], None], after_trial: Callable
             release(claim.lock)
         note(trial_line(outcome, metric, study))
         after_trial(study)
+        failures = failures + 1 if outcome.state == "FAIL" else 0
+        if failures >= MAX_FAILURES:
+            raise SsmrecError(
+                f"{failures} trials in a row failed; the last: {outcome.error} (fix the settings, then run "
+                "the same command again to continue the study)"
+            )
         if outcome.state == "INTERRUPTED":
             note("stopped: the interrupted trial resumes when the same command runs again")
             raise KeyboardInterrupt
