@@ -7,7 +7,8 @@ reopens finished runs for evaluation and analysis (:func:`load_run`).
 
 Model selection looks at the validation split unless ``protocol="paper"``, which selects on the test
 split as the SSM paper and its anchors do; such runs say so in every output, because test-selected
-numbers are optimistic.
+numbers are optimistic. ``protocol="refit"`` (``ssmrec tune --refit``) trains on train + validation for a
+number of epochs chosen on validation before, and evaluates the test split once, after the last epoch.
 """
 
 from __future__ import annotations
