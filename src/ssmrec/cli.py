@@ -1,4 +1,4 @@
-"""The ``ssmrec`` command line: ``train``, ``evaluate``, ``analyze``, ``compare`` and ``data info``.
+"""The ``ssmrec`` command line: ``train``, ``evaluate``, ``analyze``, ``compare``, ``tune`` and ``data info``.
 
 Flags default to ``None`` so that only flags the user typed override the config file and preset.
 """
@@ -21,6 +21,7 @@ from ssmrec.errors import SsmrecError, StorageError, describe_os_error
 from ssmrec.grid import add_grid_parser
 from ssmrec.runtime import retain_freed_memory
 from ssmrec.serving.commands import add_serving_parsers
+from ssmrec.tuning.commands import add_tune_parser
 
 
 def _boolean(text: str) -> bool:
@@ -259,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_parsers(subparsers)
     add_grid_parser(subparsers)
     add_serving_parsers(subparsers)
+    add_tune_parser(subparsers, TRAIN_FLAGS, _flag_values)
     data = subparsers.add_parser("data", help="inspect datasets", description="Inspect datasets.")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     info = data_commands.add_parser(

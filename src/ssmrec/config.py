@@ -49,7 +49,10 @@ from ssmrec.defaults import (
 )
 from ssmrec.errors import ConfigError
 
-PROTOCOLS = ("standard", "paper")
+PROTOCOLS = ("standard", "paper", "refit")
+NO_VALIDATION_PROTOCOLS = ("paper", "refit")
+"""Protocols that train on all of train: paper selects on test, refit trains a chosen setting for a
+chosen number of epochs and evaluates test once."""
 METRICS = ("recall", "ndcg", "precision", "hit", "mrr", "map")
 MAX_SEED = 2**63 - 1
 """Seeds are non-negative and fit int64 (torch's generators take at most 64 bits)."""
@@ -274,7 +277,9 @@ class EvalSpec:
     """How runs are evaluated and selected: full ranking, metrics at ``ks``, ``metric`` for selection.
 
     ``protocol="paper"`` selects the best epoch on the test split, as the SSM paper and its anchors do;
-    every output of such a run says so, because test-selected numbers are optimistic.
+    every output of such a run says so, because test-selected numbers are optimistic. ``"refit"`` trains
+    on train + validation for a number of epochs chosen beforehand on validation (``ssmrec tune --refit``)
+    and evaluates the test split once, at the end: nothing is selected on test.
     """
 
     metric: str = "recall@20"
@@ -301,7 +306,7 @@ class EvalSpec:
     @property
     def selection_split(self) -> str:
         """The split early stopping and model selection look at."""
-        return "test" if self.protocol == "paper" else "valid"
+        return "valid" if self.protocol == "standard" else "test"
 
 
 @dataclass(frozen=True)
@@ -368,10 +373,16 @@ class TrainConfig:
     preset: str | None = None
 
     def __post_init__(self) -> None:
-        # The paper protocol carves no validation split (it selects on test): record what is used,
-        # not the unused default ratio. An explicit --valid-ratio is refused in resolve_config.
-        if self.protocol == "paper" and self.data.valid_ratio != 0.0:
+        # The paper and refit protocols carve no validation split (paper selects on test, refit trains
+        # on all of train): record what is used, not the unused default ratio. An explicit
+        # --valid-ratio with them is refused in resolve_config.
+        if self.protocol in NO_VALIDATION_PROTOCOLS and self.data.valid_ratio != 0.0:
             object.__setattr__(self, "data", dataclasses.replace(self.data, valid_ratio=0.0))
+        if self.protocol == "refit" and self.optim.eval_every < self.optim.epochs:
+            raise ConfigError(
+                "protocol refit evaluates the test split once, after the last epoch: set eval_every >= "
+                f"epochs (got eval_every={self.optim.eval_every}, epochs={self.optim.epochs})"
+            )
 
     @property
     def selection_split(self) -> str:
@@ -382,7 +393,8 @@ class TrainConfig:
         return self.evaluation.protocol
 
     def data_spec(self) -> DataSpec:
-        """The data to load; the paper protocol trains on the full train split (no validation carve)."""
+        """The data to load; the paper and refit protocols train on the full train split (no validation
+        carve: ``__post_init__`` records ``valid_ratio = 0``)."""
         return self.data
 
     def to_dict(self) -> dict[str, Any]:
@@ -667,11 +679,12 @@ def _refuse_unused_valid_ratio(
 ) -> None:
     """``--valid-ratio`` with ``--protocol paper`` would be silently unused: that protocol selects on the
     test split and trains on all of train, so a ratio the user gave is an error, not a no-op."""
-    if chosen["evaluation"].get("protocol") != "paper":
+    protocol = chosen["evaluation"].get("protocol")
+    if protocol not in NO_VALIDATION_PROTOCOLS:
         return
     given = [layer["data"].get("valid_ratio") for layer in (file_layer, merge_layers(flag_values)) if layer]
     if any(ratio not in (None, 0, 0.0) for ratio in given):
         raise ConfigError(
-            f"{where}valid_ratio: the paper protocol carves no validation split (it selects the best "
-            "epoch on test and trains on all of train); drop --valid-ratio or use --protocol standard"
+            f"{where}valid_ratio: the {protocol} protocol carves no validation split (it trains on all of "
+            "train); drop --valid-ratio or use --protocol standard"
         )

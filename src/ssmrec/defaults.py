@@ -172,3 +172,73 @@ BETA_DEFAULTS: dict[str, float] = {
     # Mixed negative sampling (Yang et al., WWW 2020) adds uniformly drawn items to the in-batch ones.
     "mixed": 0.0,
 }
+
+# ------------------------------------------------------------------------------------ search spaces
+#
+# What ``ssmrec tune`` searches for each loss and model, next to the defaults it searches around. Keys
+# are flat config keys; an entry is a range ``{"low", "high", "log"}`` (the key's config type decides
+# float or integer), a list ``{"choices": [...]}``, or a fixed ``{"value": x}``; ``"when": {key: [...]}``
+# makes an entry apply only when another key of the trial takes one of those values. A ``--space`` TOML
+# file of the same shape (one table per key) replaces entries or adds new ones
+# (:mod:`ssmrec.tuning.space` validates it).
+#
+# Sources of the ranges: they bracket the published settings in the rows above rather than reproduce a
+# paper's grid. SSM's τ is 0.1 by default and 0.12 / 0.14 / 0.1 in the official Gowalla / Yelp2018 /
+# Amazon-Book settings (the ssm-* presets), so τ spans [0.03, 0.5] on a log scale; the official L2
+# weights are 1e-5 (Gowalla, Yelp2018) and 1e-1 (Amazon-Book), so reg spans [1e-6, 1e-1] on a log scale.
+# The official SSM code has two negative modes (in-batch, and M sampled ones); ssmrec adds mixed
+# negatives (Yang et al., WWW 2020: in-batch plus M uniform ones), with M in [16, 1024] log, and the logQ
+# correction of Khrylchenko et al. (RecSys 2025; ssmrec.losses.ssm) against its absence.
+
+_TEMPERATURE = {"low": 0.03, "high": 0.5, "log": True}
+_SOFTMAX_REG = {"low": 1e-6, "high": 1e-1, "log": True}
+_SOFTMAX_NEGATIVES: dict[str, dict[str, Any]] = {
+    "negatives": {"choices": ["in-batch", "mixed"]},
+    "num_negatives": {"low": 16, "high": 1024, "log": True, "when": {"negatives": ["mixed"]}},
+    "logq": {"choices": ["none", "corrected"]},
+}
+
+LOSS_SEARCH_SPACES: dict[str, dict[str, dict[str, Any]]] = {
+    "ssm": {"temperature": _TEMPERATURE, "reg": _SOFTMAX_REG, **_SOFTMAX_NEGATIVES},
+    "softmax": {"temperature": _TEMPERATURE, "reg": _SOFTMAX_REG},
+    # BSL's two temperatures (Wu et al., ICDE 2024): τ2 (``temperature``) on the negatives' log-sum-exp
+    # and τ1 (``positive_temperature``) on the positive, each over the SSM range of τ.
+    "bsl": {
+        "temperature": _TEMPERATURE,
+        "positive_temperature": _TEMPERATURE,
+        "reg": _SOFTMAX_REG,
+        **_SOFTMAX_NEGATIVES,
+    },
+    # Adap-τ learns each user's τ; what is left is the official code's Lambert-W scale temperature_2 = 1.0
+    # (a decade each way) and its cnt_lr = 10 warm-up epochs (0 to 20).
+    "adap-tau": {
+        "adaptive_scale": {"low": 0.1, "high": 10.0, "log": True},
+        "adaptive_warmup": {"low": 0, "high": 20},
+        "reg": _SOFTMAX_REG,
+        **_SOFTMAX_NEGATIVES,
+    },
+    # BPR as LightGCN-PyTorch, with its --decay (1e-4) and --lr (1e-3) flags searched a decade or two
+    # around those values.
+    "bpr": {"reg": {"low": 1e-6, "high": 1e-2, "log": True}, "lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+    # NCF's pointwise losses (He et al., WWW 2017) with 4 negatives per positive; its experiments vary the
+    # number of negatives per positive from 1 to 10. L2 weight around LightGCN-PyTorch's 1e-4 as for BPR.
+    "bce": {"reg": {"low": 1e-6, "high": 1e-2, "log": True}, "num_negatives": {"low": 1, "high": 10}},
+    "mse": {"reg": {"low": 1e-6, "high": 1e-2, "log": True}, "num_negatives": {"low": 1, "high": 10}},
+    # SimpleX's CCL: margin 0.9 and negative weight 150 in the authors' Gowalla run; ranges around them.
+    "ccl": {
+        "margin": {"low": 0.0, "high": 0.95},
+        "negative_weight": {"low": 1.0, "high": 500.0, "log": True},
+        "reg": {"low": 1e-6, "high": 1e-2, "log": True},
+    },
+}
+"""Per-loss search spaces of ``ssmrec tune`` (sources in the comments above)."""
+
+MODEL_SEARCH_SPACES: dict[str, dict[str, dict[str, Any]]] = {
+    "mf": {},
+    # LightGCN (He et al., SIGIR 2020) reports 1 to 4 layers; the official SSM settings use 1 or 3.
+    "lightgcn": {"layers": {"low": 1, "high": 3}},
+    "history": {},  # one layer by definition
+    # NGCF's 3 layers and message dropout 0.1 (its paper varies both); 1-3 layers, dropout 0-0.5.
+    "ngcf": {"layers": {"low": 1, "high": 3}, "message_dropout": {"low": 0.0, "high": 0.5}},
+}
+"""Per-model search spaces of ``ssmrec tune``."""

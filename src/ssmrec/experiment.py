@@ -7,7 +7,8 @@ reopens finished runs for evaluation and analysis (:func:`load_run`).
 
 Model selection looks at the validation split unless ``protocol="paper"``, which selects on the test
 split as the SSM paper and its anchors do; such runs say so in every output, because test-selected
-numbers are optimistic.
+numbers are optimistic. ``protocol="refit"`` (``ssmrec tune --refit``) trains on train + validation for a
+number of epochs chosen on validation before, and evaluates the test split once, after the last epoch.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -60,6 +61,11 @@ PAPER_PROTOCOL_NOTE = (
     "do; these test numbers are optimistic and not a held-out estimate"
 )
 
+REFIT_PROTOCOL_NOTE = (
+    "refit protocol: trained on train + validation for a fixed number of epochs chosen on the validation "
+    "split; the test split was evaluated once, after the last epoch"
+)
+
 EXIT_CODES = {"interrupted": 130, "non-finite loss": 3}
 """Exit status of ``ssmrec train`` by ``stopped_by`` (0 for a run that finished its schedule)."""
 
@@ -93,6 +99,20 @@ class TrainResult:
     @property
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.stopped_by, 0)
+
+
+@dataclass(frozen=True)
+class RunWatch:
+    """How a driver (the tuner) follows a run; nothing here changes what the run computes.
+
+    ``evaluated(history)`` is called after each evaluation has been written to the run directory and may
+    raise :class:`ssmrec.trainer.StopRun` to end the run there (a pruned trial). ``final_splits`` are
+    the splits the final evaluation reports: tuning trials leave the test split out, so nothing a tuner
+    reads holds a test number.
+    """
+
+    evaluated: Callable[[list[dict[str, Any]]], None] | None = None
+    final_splits: tuple[str, ...] = ("valid", "test")
 
 
 def default_run_name(config: TrainConfig) -> str:
@@ -254,11 +274,13 @@ def _sha256(path: Path) -> str:
 class RunHooks:
     """The trainer's hooks for one run directory: metrics, best weights, checkpoints."""
 
-    def __init__(self, run: RunDir, config: TrainConfig) -> None:
-        self.run, self.config = run, config
+    def __init__(self, run: RunDir, config: TrainConfig, watch: RunWatch | None = None) -> None:
+        self.run, self.config, self.watch = run, config, watch or RunWatch()
 
     def evaluated(self, history: list[dict[str, Any]]) -> None:
         self.run.write_metrics(history)
+        if self.watch.evaluated is not None:
+            self.watch.evaluated(history)
 
     def improved(self, best: dict[str, Tensor]) -> None:
         faults.point("weights.write")
@@ -299,7 +321,9 @@ def stop_requests() -> Iterator[Any]:
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
-def train(config: TrainConfig, data: Interactions | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, data: Interactions | None = None, watch: RunWatch | None = None
+) -> TrainResult:
     """Train ``config``'s model on its data and write a complete run directory.
 
     Everything that can be rejected (the config, the data, an empty evaluation split, an occupied output
@@ -338,7 +362,7 @@ def train(config: TrainConfig, data: Interactions | None = None) -> TrainResult:
             run.write_json(ID_MAPS, id_maps(data))
             trainer = build_trainer(config, data, should_stop)
             with _disk_faults(run):
-                return _run(trainer, config, data, run, started)
+                return _run(trainer, config, data, run, started, watch)
         finally:
             logger.removeHandler(handler)
             handler.close()
@@ -366,7 +390,9 @@ def _is_stream(path: Path) -> bool:
     return path.exists() and not path.is_file() and not path.is_dir()
 
 
-def resume(path: str | Path, changes: dict[str, Any] | None = None) -> TrainResult:
+def resume(
+    path: str | Path, changes: dict[str, Any] | None = None, watch: RunWatch | None = None
+) -> TrainResult:
     """Continue the run in ``path`` from its last checkpoint, with the run's own config.
 
     ``changes`` (flat keys, as from flags) may only raise the schedule or change reporting
@@ -411,7 +437,7 @@ def resume(path: str | Path, changes: dict[str, Any] | None = None) -> TrainResu
                 trainer.state.stopped_by = None
                 run.write_metrics(trainer.state.history)
             with _disk_faults(run):
-                return _run(trainer, config, data, run, started)
+                return _run(trainer, config, data, run, started, watch)
         finally:
             logger.removeHandler(handler)
             handler.close()
@@ -465,7 +491,12 @@ def _check_same_data(run: RunDir, data: Interactions) -> None:
 
 
 def _run(
-    trainer: Trainer, config: TrainConfig, data: Interactions, run: RunDir, started: float
+    trainer: Trainer,
+    config: TrainConfig,
+    data: Interactions,
+    run: RunDir,
+    started: float,
+    watch: RunWatch | None = None,
 ) -> TrainResult:
     """Fit, then finish the run directory whatever ended the loop (module docstring)."""
     logger.info(
@@ -477,7 +508,7 @@ def _run(
         config.optim.batch_size,
     )
     logger.info("objective %r, negatives %r", trainer.objective, trainer.sampler)
-    hooks = RunHooks(run, config)
+    hooks = RunHooks(run, config, watch)
     fault: NonFiniteError | None = None
     try:
         state = trainer.fit(hooks, config.selection_split)
@@ -485,7 +516,7 @@ def _run(
         fault, state = error, trainer.state
         state.stopped_by = "non-finite loss"
         logger.error("%s", _non_finite_message(error, config))
-    return _finish(trainer, state, config, data, run, started, fault)
+    return _finish(trainer, state, config, data, run, started, fault, hooks.watch.final_splits)
 
 
 def _non_finite_message(error: NonFiniteError, config: TrainConfig) -> str:
@@ -509,6 +540,7 @@ def _finish(
     run: RunDir,
     started: float,
     fault: NonFiniteError | None,
+    splits: tuple[str, ...] = ("valid", "test"),
 ) -> TrainResult:
     model = trainer.model
     if not state.history and fault is None:
@@ -527,15 +559,15 @@ def _finish(
         "eval_seconds": state.eval_seconds,
         "wall_seconds": time.perf_counter() - started,
     }
-    if config.protocol == "paper":
-        final["note"] = PAPER_PROTOCOL_NOTE
+    if config.protocol in ("paper", "refit"):
+        final["note"] = PAPER_PROTOCOL_NOTE if config.protocol == "paper" else REFIT_PROTOCOL_NOTE
     if fault is not None:
         final["error"] = _non_finite_message(fault, config)
     scoring = trainer.objective.scoring()
     if scoring is not None:  # what analyses score the run with (a learned τ is known only here)
         final["scoring"] = {"similarity": scoring[0], "temperature": scoring[1]}
     if fault is None or state.history:  # never NaN metrics written as if valid: only evaluated weights
-        for split in ("valid", "test"):
+        for split in splits:
             if split == "valid" and data.valid is None:
                 continue
             final[split] = evaluate_split(model, data, split, config)

@@ -44,6 +44,15 @@ from ssmrec.sampling import NegativeSampler, TrainingPairs
 logger = logging.getLogger("ssmrec")
 
 
+class StopRun(Exception):
+    """Raised by a hook's ``evaluated`` to end the run after this evaluation (a tuner pruning a poor
+    trial); the run finishes normally with ``stopped_by = reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class NonFiniteError(SsmrecError):
     """A loss term, gradient or parameter became NaN or ±inf: training cannot continue from here."""
 
@@ -297,7 +306,8 @@ class Trainer:
     def fit(self, hooks: Hooks, split: str = "valid") -> TrainerState:
         """Train until early stopping, the epoch limit, the time budget or a stop request.
 
-        After each evaluation ``hooks.evaluated(history)`` (and ``hooks.improved(best)`` on a gain); every
+        After each evaluation ``hooks.evaluated(history)`` (and ``hooks.improved(best)`` on a gain; a
+        :class:`StopRun` raised by ``evaluated`` ends the loop there); every
         ``checkpoint_every`` epochs, and when a stop is requested, ``hooks.checkpoint(self)``.
         """
         state, schedule = self.state, self.schedule
@@ -322,10 +332,16 @@ class Trainer:
             else:
                 evaluated_before = state.eval_seconds
                 metrics = self.evaluate()
-                self._record(
-                    metrics, loss, epoch_seconds, state.eval_seconds - evaluated_before, split, hooks
-                )
-                if state.evaluations_without_gain >= schedule.patience:
+                try:
+                    self._record(
+                        metrics, loss, epoch_seconds, state.eval_seconds - evaluated_before, split, hooks
+                    )
+                except StopRun as stop:
+                    state.stopped_by = stop.reason
+                    logger.info("stopped after epoch %d: %s", epoch, stop.reason)
+                if state.stopped_by is not None:
+                    pass
+                elif state.evaluations_without_gain >= schedule.patience:
                     state.stopped_by = "early stop"
                     logger.info(
                         "early stop: %d evaluations without gain in %s", schedule.patience, schedule.metric
