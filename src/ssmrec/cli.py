@@ -91,6 +91,8 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--protocol", "protocol", str, f"{' or '.join(PROTOCOLS)}: paper selects the best epoch on TEST"),
     ("--seed", "seed", int, "seed of initialisation and sampling"),
     ("--threads", "threads", int, "torch intra-op threads"),
+    ("--device", "device", str, "auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps"),
+    ("--precision", "precision", str, "training arithmetic: fp32 (default) or bf16 autocast"),
     ("--output", "output", str, "run directory (default runs/<name>)"),
     ("--checkpoint-every", "checkpoint_every", int, "write a resumable checkpoint every N epochs"),
     ("--keep-checkpoint", "keep_checkpoint", _boolean, "true: a finished run keeps its last checkpoint"),
@@ -120,12 +122,19 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", default=None, help="no progress bars"
     )
+    parser.add_argument(
+        "--deterministic",
+        action="store_const",
+        const=True,
+        default=None,
+        help="torch's deterministic algorithms (run-to-run equal on one GPU; slower on CUDA)",
+    )
     parser.set_defaults(handler=_train)
 
 
 def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    keys = [key for _, key, _, _ in TRAIN_FLAGS] + ["preset", "progress"]
+    keys = [key for _, key, _, _ in TRAIN_FLAGS] + ["preset", "progress", "deterministic"]
     for key in keys:
         value = getattr(args, key)
         if value is None:
@@ -158,10 +167,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from ssmrec.device import resolve_device
     from ssmrec.experiment import PAPER_PROTOCOL_NOTE, evaluate_split, load_run
 
+    device = resolve_device(args.device)
     warnings: list[str] = []
-    config, data, model = load_run(args.run_dir, force=args.force, warnings=warnings)
+    config, data, model = load_run(args.run_dir, force=args.force, warnings=warnings, device=device)
     for warning in warnings:
         print(f"ssmrec: warning: {warning}", file=sys.stderr)
     splits = [s for s in args.splits.split(",") if s]
@@ -183,11 +194,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from ssmrec.analysis import analyze_runs, default_output, write_report
     from ssmrec.analysis.report import command_line
+    from ssmrec.device import resolve_device
 
+    device = resolve_device(args.device)  # before anything is written
     output = Path(args.output) if args.output else default_output(args.run_dirs[0])
     if output.exists() and (not output.is_dir() or any(output.iterdir())):  # fail before the work
         raise SsmrecError(f"output {output} already exists and is not empty; choose another")
-    analysis = analyze_runs(args.run_dirs, args.sample_users, args.seed, progress=_note)
+    analysis = analyze_runs(args.run_dirs, args.sample_users, args.seed, progress=_note, device=device)
     written = write_report(analysis, output, command_line())
     print(f"report written to {written / 'report.md'}")
     return 0
@@ -195,8 +208,12 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from ssmrec.analysis import analyze_runs, text_report
+    from ssmrec.device import resolve_device
 
-    print(text_report(analyze_runs(args.run_dirs, args.sample_users, args.seed, progress=_note)), end="")
+    analysis = analyze_runs(
+        args.run_dirs, args.sample_users, args.seed, progress=_note, device=resolve_device(args.device)
+    )
+    print(text_report(analysis), end="")
     return 0
 
 
@@ -226,7 +243,14 @@ def _add_analysis_parsers(subparsers: argparse._SubParsersAction) -> None:
             help="users sampled for the bound, and training pairs for hard negatives (default 2000)",
         )
         parser.add_argument("--seed", type=int, default=0, help="seed of those samples (default 0)")
+        _add_device_flag(parser)
         parser.set_defaults(handler=handler)
+
+
+def _add_device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps"
+    )
 
 
 def _data_info(args: argparse.Namespace) -> int:
@@ -255,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--force", action="store_true", help="evaluate although the run's files or data no longer match"
     )
+    _add_device_flag(evaluate)
     evaluate.set_defaults(handler=_evaluate)
     _add_analysis_parsers(subparsers)
     add_grid_parser(subparsers)
