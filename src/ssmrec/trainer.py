@@ -228,6 +228,9 @@ class Trainer:
         self._order: np.ndarray | None = None
         self.device = next(self.model.parameters()).device
         """Where the model lives; batches are built on the host and copied there (:meth:`Batch.to`)."""
+        self.sync_free = self.device.type != "cpu"
+        """Steps without a host synchronisation (:class:`DeferredChecks`): on for accelerators. The CPU
+        path reads and checks each loss at once (tests turn this on there to check the deferred path)."""
         self._deferred: DeferredChecks | None = None
 
     # --------------------------------------------------------------------------------------- steps
@@ -258,7 +261,7 @@ class Trainer:
                 users, positives = self.pairs.batch(self._order, state.step, size)
                 negatives = self.sampler.sample(users, positives, self.rng)
                 batch = Batch.build(users, positives, negatives, training=self.sampler.training)
-                if self.device.type == "cpu":
+                if not self.sync_free:
                     state.epoch_loss_sum += self._step(batch, epoch, state.step + 1)
                 else:
                     self._device_step(batch.to(self.device), epoch, state.step + 1, total_batches)
