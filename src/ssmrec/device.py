@@ -6,10 +6,11 @@ created, so asking for a GPU that is not there never leaves a half-written run. 
 names the device, its model and memory for ``environment.json`` and the log.
 
 :func:`deterministic_mode` switches torch to its deterministic algorithms (``--deterministic``). On the
-CPU every kernel ssmrec uses is deterministic already for a fixed thread count; on CUDA the scatter-adds
-of embedding and ``index_select`` backwards (atomic float adds) and the sparse products are not, so two
-runs with the same seed drift apart in the last bits and then further; the deterministic mode trades
-some speed for run-to-run equality (``benchmarks/bench_device.py`` measures both).
+CPU every kernel ssmrec uses is deterministic already for a fixed thread count; on CUDA the backwards of
+``index_select``, ``index_add`` and gathers (atomic float adds in arrival order) are not, so two runs with
+the same seed drift apart in the last bits and then further. torch documents a deterministic version of
+each of those; the deterministic mode trades some speed for run-to-run equality
+(``benchmarks/bench_device.py`` measures both).
 
 Nothing here calls a CUDA function unless the device asked for is a CUDA device: a CPU run never
 initialises CUDA (``tests/core/test_device.py`` checks it).
@@ -141,9 +142,10 @@ def _host_memory() -> int | None:
 def deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
     """Torch's deterministic algorithms inside the block when ``enabled`` (restored after it).
 
-    Sets ``torch.use_deterministic_algorithms(True)``, cuDNN's deterministic flags and, for CUDA,
-    ``CUBLAS_WORKSPACE_CONFIG`` (read at the first cuBLAS call; an existing value is kept). An operation
-    without a deterministic implementation then raises instead of silently differing.
+    Sets ``torch.use_deterministic_algorithms(True, warn_only=True)``, cuDNN's deterministic flags and,
+    for CUDA, ``CUBLAS_WORKSPACE_CONFIG`` (read at the first cuBLAS call; an existing value is kept). An
+    operation without a deterministic implementation warns (torch's ``warn_only``) rather than stopping a
+    run hours in; such a warning in the log means that run is not guaranteed to repeat.
     """
     if not enabled:
         yield
@@ -155,12 +157,13 @@ def deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.deterministic,
         torch.backends.cudnn.benchmark,
     )
-    torch.use_deterministic_algorithms(True)
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before[0])
+        torch.use_deterministic_algorithms(before[0], warn_only=warn_only)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
 
 

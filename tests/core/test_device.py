@@ -181,9 +181,19 @@ def test_the_cpu_path_never_calls_cuda(
     assert environment["device"]["type"] == "cpu" and environment["deterministic"] is False
 
 
-def test_the_sync_free_path_gives_the_same_losses(data_path: Path) -> None:
-    """The accelerator's step (loss summed on the device, checks deferred), run on the CPU tensors."""
-    config = _config(data_path, device="cpu")
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {},
+        {"exclude": "train", "num_negatives": 4},  # masks built from the batch's host copy
+        {"loss": "softmax", "model": "mf", "layers": None},
+        {"loss": "adap-tau", "adaptive_warmup": 1},  # per-user state that follows the batch's device
+    ],
+)
+def test_the_sync_free_path_gives_the_same_losses(data_path: Path, flags: dict) -> None:
+    """The accelerator's step (batch copied with :meth:`Batch.to`, loss summed on the device, checks
+    deferred), run on the CPU tensors: the same losses and weights as the per-step path."""
+    config = _config(data_path, device="cpu", **flags)
     data = load_dataset(config.data_spec())
     direct, deferred = build_trainer(config, data), build_trainer(config, data)
     deferred.sync_free = True

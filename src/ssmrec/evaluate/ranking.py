@@ -208,8 +208,9 @@ class _BoundViolation(RuntimeError):
 
 def _fp32_matmul_reduced() -> bool:
     """Whether fp32 matmuls may run with bf16 / tf32 inputs internally (then they get the bf16 bound)."""
-    mkldnn = torch.backends.mkldnn
-    for owner in (torch.backends, mkldnn, getattr(mkldnn, "matmul", None)):  # the torch >= 2.9 settings
+    mkldnn, cuda = torch.backends.mkldnn, torch.backends.cuda  # reading a setting does not touch a GPU
+    owners = (torch.backends, mkldnn, getattr(mkldnn, "matmul", None), getattr(cuda, "matmul", None))
+    for owner in owners:  # the torch >= 2.9 settings (cuda: TF32 GEMMs)
         if getattr(owner, "fp32_precision", "none") not in ("none", "ieee"):
             return True
     try:
