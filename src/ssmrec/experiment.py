@@ -382,7 +382,9 @@ def resume(path: str | Path, changes: dict[str, Any] | None = None) -> TrainResu
                 logger.info("removed %s left by an interrupted write", entry)
             (run.path / FINAL).unlink(missing_ok=True)  # the run is unfinished again until it ends
             run.write_json(CONFIG, config.to_dict())
-            _placement(device, config)
+            recorded_environment = run.read_json(ENVIRONMENT) if (run.path / ENVIRONMENT).is_file() else {}
+            recorded_environment.setdefault("resumed_on", []).append(_placement(device, config))
+            run.write_json(ENVIRONMENT, recorded_environment)
             trainer = build_trainer(config, data, should_stop, device)
             if saved is None:
                 logger.warning("%s has no checkpoint: training again from the start", run.path)

@@ -272,6 +272,11 @@ def test_resume_may_change_the_device(data_path: Path, tmp_path: Path, capsys: p
     assert main(["train", "--resume", str(run), "--epochs", "3", "--device", "auto", "--deterministic"]) == 0
     recorded = json.loads((run / "config.json").read_text())
     assert recorded["run"]["device"] == "auto" and recorded["run"]["deterministic"] is True
+    environment = json.loads((run / "environment.json").read_text())
+    assert environment["device"]["device"] == "cpu"  # where it started
+    resumed = environment["resumed_on"]
+    assert len(resumed) == 1 and resumed[0]["deterministic"] is True
+    assert resumed[0]["device"]["type"] == ("cuda" if HAS_CUDA else "cpu")
     assert main(["train", "--resume", str(run), "--epochs", "4", "--precision", "bf16"]) == 2
     assert "optim.precision" in capsys.readouterr().err
 
