@@ -371,3 +371,20 @@ def test_device_metrics_equal_the_cpu_evaluator(name: str) -> None:
             got = evaluate_ranking(users.to(target), items.to(target), truth, precision=precision, **options)
         assert got == expected
     assert expected["users"] > 200 and expected["recall@50"] > 0
+
+
+def test_cpu_description_and_moves_are_free() -> None:
+    described = device.describe_device(torch.device("cpu"))
+    assert described["device"] == "cpu" and described["type"] == "cpu"
+    assert device.device_summary(described).startswith("cpu (")
+    tensor = torch.arange(5)
+    assert device.to_device(tensor, torch.device("cpu")) is tensor  # the CPU path copies nothing
+    batch = Batch.build(tensor, tensor, _no_negatives())
+    moved = batch.to(torch.device("cpu"))
+    assert moved.users is tensor and moved.host is batch and moved.on_host is batch and batch.on_host is batch
+
+
+def _no_negatives():
+    from ssmrec.sampling.negatives import Negatives
+
+    return Negatives(ids=None, in_batch=True)
