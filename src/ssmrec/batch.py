@@ -21,6 +21,7 @@ Without ``in_batch`` the first column is row b's own positive, so a row has ``1 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ssmrec.data.training_set import TrainingSet
+from ssmrec.device import to_device
 from ssmrec.sampling.negatives import Negatives
 
 
@@ -55,6 +57,9 @@ class Batch:
     """The representations handed over with this batch are unit length already: the trainer normalised
     each distinct user and item once, which is far cheaper than normalising B × M gathered negatives
     (CCL's 800 per row). Cosine objectives then skip their own normalisation."""
+    host: Batch | None = None
+    """This batch on the CPU, when this one was copied to an accelerator (:meth:`to`): objectives that
+    mask ids with the host's training set read them here instead of copying them back every step."""
 
     @classmethod
     def build(
@@ -74,6 +79,27 @@ class Batch:
             rejects_training=negatives.rejects_training,
             training=training,
             all_items=all_items,
+        )
+
+    @property
+    def on_host(self) -> Batch:
+        """The batch with CPU tensors (itself on the CPU)."""
+        return self if self.host is None else self.host
+
+    def to(self, device: torch.device) -> Batch:
+        """This batch's tensors on ``device`` (copied asynchronously on CUDA), the CPU batch kept as
+        :attr:`host`. The CPU path never calls this: there the batch is used as built."""
+
+        def move(tensor: Tensor | None) -> Tensor | None:
+            return None if tensor is None else to_device(tensor, device)
+
+        return dataclasses.replace(
+            self,
+            users=to_device(self.users, device),
+            positives=to_device(self.positives, device),
+            negatives=move(self.negatives),
+            log_q=move(self.log_q),
+            host=self.on_host,
         )
 
     def items(self) -> Tensor:

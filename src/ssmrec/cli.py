@@ -92,6 +92,8 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--protocol", "protocol", str, f"{' or '.join(PROTOCOLS)}: paper selects the best epoch on TEST"),
     ("--seed", "seed", int, "seed of initialisation and sampling"),
     ("--threads", "threads", int, "torch intra-op threads"),
+    ("--device", "device", str, "auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps"),
+    ("--precision", "precision", str, "training arithmetic: fp32 (default) or bf16 autocast"),
     ("--output", "output", str, "run directory (default runs/<name>)"),
     ("--checkpoint-every", "checkpoint_every", int, "write a resumable checkpoint every N epochs"),
     ("--keep-checkpoint", "keep_checkpoint", _boolean, "true: a finished run keeps its last checkpoint"),
@@ -118,15 +120,27 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(
             flag, dest=key, type=kind, default=None, help=text, metavar=key.split(".")[-1].upper()
         )
+    add_switches(parser)
+    parser.set_defaults(handler=_train)
+
+
+def add_switches(parser: argparse.ArgumentParser) -> None:
+    """The train settings given as bare switches (no value); ``_flag_values`` reads them."""
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", default=None, help="no progress bars"
     )
-    parser.set_defaults(handler=_train)
+    parser.add_argument(
+        "--deterministic",
+        action="store_const",
+        const=True,
+        default=None,
+        help="torch's deterministic algorithms (run-to-run equal on one GPU; slower on CUDA)",
+    )
 
 
 def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    keys = [key for _, key, _, _ in TRAIN_FLAGS] + ["preset", "progress"]
+    keys = [key for _, key, _, _ in TRAIN_FLAGS] + ["preset", "progress", "deterministic"]
     for key in keys:
         value = getattr(args, key)
         if value is None:
@@ -159,10 +173,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from ssmrec.device import resolve_device
     from ssmrec.experiment import PAPER_PROTOCOL_NOTE, evaluate_split, load_run
 
+    device = resolve_device(args.device)
     warnings: list[str] = []
-    config, data, model = load_run(args.run_dir, force=args.force, warnings=warnings)
+    config, data, model = load_run(args.run_dir, force=args.force, warnings=warnings, device=device)
     for warning in warnings:
         print(f"ssmrec: warning: {warning}", file=sys.stderr)
     splits = [s for s in args.splits.split(",") if s]
@@ -184,11 +200,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from ssmrec.analysis import analyze_runs, default_output, write_report
     from ssmrec.analysis.report import command_line
+    from ssmrec.device import resolve_device
 
+    device = resolve_device(args.device)  # before anything is written
     output = Path(args.output) if args.output else default_output(args.run_dirs[0])
     if output.exists() and (not output.is_dir() or any(output.iterdir())):  # fail before the work
         raise SsmrecError(f"output {output} already exists and is not empty; choose another")
-    analysis = analyze_runs(args.run_dirs, args.sample_users, args.seed, progress=_note)
+    analysis = analyze_runs(args.run_dirs, args.sample_users, args.seed, progress=_note, device=device)
     written = write_report(analysis, output, command_line())
     print(f"report written to {written / 'report.md'}")
     return 0
@@ -196,8 +214,12 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from ssmrec.analysis import analyze_runs, text_report
+    from ssmrec.device import resolve_device
 
-    print(text_report(analyze_runs(args.run_dirs, args.sample_users, args.seed, progress=_note)), end="")
+    analysis = analyze_runs(
+        args.run_dirs, args.sample_users, args.seed, progress=_note, device=resolve_device(args.device)
+    )
+    print(text_report(analysis), end="")
     return 0
 
 
@@ -227,7 +249,14 @@ def _add_analysis_parsers(subparsers: argparse._SubParsersAction) -> None:
             help="users sampled for the bound, and training pairs for hard negatives (default 2000)",
         )
         parser.add_argument("--seed", type=int, default=0, help="seed of those samples (default 0)")
+        _add_device_flag(parser)
         parser.set_defaults(handler=handler)
+
+
+def _add_device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps"
+    )
 
 
 def _data_info(args: argparse.Namespace) -> int:
@@ -256,11 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--force", action="store_true", help="evaluate although the run's files or data no longer match"
     )
+    _add_device_flag(evaluate)
     evaluate.set_defaults(handler=_evaluate)
     _add_analysis_parsers(subparsers)
     add_grid_parser(subparsers)
     add_serving_parsers(subparsers)
-    add_tune_parser(subparsers, TRAIN_FLAGS, _flag_values)
+    add_tune_parser(subparsers, TRAIN_FLAGS, _flag_values, add_switches)
     data = subparsers.add_parser("data", help="inspect datasets", description="Inspect datasets.")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     info = data_commands.add_parser(

@@ -47,12 +47,14 @@ from ssmrec.defaults import (
     NEGATIVES,
     SAMPLED_SOFTMAX,
 )
+from ssmrec.device import DeviceError, parse_device
 from ssmrec.errors import ConfigError
 
 PROTOCOLS = ("standard", "paper", "refit")
 NO_VALIDATION_PROTOCOLS = ("paper", "refit")
 """Protocols that train on all of train: paper selects on test, refit trains a chosen setting for a
 chosen number of epochs and evaluates test once."""
+PRECISIONS = ("fp32", "bf16")
 METRICS = ("recall", "ndcg", "precision", "hit", "mrr", "map")
 MAX_SEED = 2**63 - 1
 """Seeds are non-negative and fit int64 (torch's generators take at most 64 bits)."""
@@ -256,10 +258,13 @@ class OptimSpec:
     patience: int = 15
     max_minutes: float | None = None
     seed: int = 2024
+    precision: str = "fp32"
+    """Training arithmetic: ``fp32``, or ``bf16`` autocast of the forward (weights and Adam stay fp32)."""
 
     def __post_init__(self) -> None:
         _require(
             [
+                (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
                 (self.lr > 0, "lr must be > 0"),
                 (self.reg >= 0, "reg must be >= 0"),
                 (self.batch_size > 0, "batch_size must be > 0"),
@@ -311,8 +316,10 @@ class EvalSpec:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Where the run is written and how it reports; nothing here changes a trained number
-    (``threads`` can change float summation order, and is recorded in ``environment.json``)."""
+    """Where the run is written, where it computes and how it reports; nothing here changes a trained
+    number beyond float rounding (``threads`` and ``device`` can change the summation order; the device
+    used is recorded in ``environment.json``). ``device`` is ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or
+    ``mps`` (:mod:`ssmrec.device`); ``deterministic`` turns on torch's deterministic algorithms."""
 
     output: str | None = None
     name: str | None = None
@@ -320,8 +327,14 @@ class RunSpec:
     progress: bool = True
     checkpoint_every: int = 1
     keep_checkpoint: bool = False
+    device: str = "auto"
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
+        try:
+            parse_device(self.device)
+        except DeviceError as error:
+            raise ConfigError(str(error)) from error
         _require(
             [
                 (self.threads is None or self.threads >= 1, "threads must be >= 1"),

@@ -33,6 +33,7 @@ from torch import Tensor
 from ssmrec import checkpoint, faults
 from ssmrec.config import TrainConfig, build_config, upgrade_legacy
 from ssmrec.data import Interactions, load_dataset
+from ssmrec.device import describe_device, deterministic_mode, device_summary, resolve_device
 from ssmrec.errors import ConfigError, SsmrecError, StorageError, describe_os_error
 from ssmrec.evaluate import evaluate_ranking
 from ssmrec.losses import Objective, build_loss
@@ -77,6 +78,8 @@ RESUMABLE_CHANGES = {
     ("run", "threads"),
     ("run", "keep_checkpoint"),
     ("run", "checkpoint_every"),
+    ("run", "device"),
+    ("run", "deterministic"),
 }
 """Settings ``--resume`` may change: they extend or report a run, never change what it computed."""
 
@@ -159,11 +162,16 @@ def build_model_for(config: TrainConfig, data: Interactions) -> Recommender:
     return build_model(spec.name, data.train, **options)
 
 
-def build_training(config: TrainConfig, data: Interactions) -> TrainingSetup:
+def build_training(
+    config: TrainConfig, data: Interactions, device: torch.device | None = None
+) -> TrainingSetup:
     """Model, loss, Adam and negative sampler of ``config`` (built in this order: the model's random
-    initialisation comes first, so a seed gives the same weights whatever the loss)."""
+    initialisation comes first, so a seed gives the same weights whatever the loss). The model and the
+    loss are initialised on the CPU, then moved to ``device`` (default CPU): the same weights anywhere."""
     model = build_model_for(config, data)
     objective = build_objective(config)
+    if device is not None and device.type != "cpu":
+        model, objective = model.to(device), objective.to(device)
     optimizer = build_optimizer(model, objective, config)
     return TrainingSetup(model, objective, optimizer, build_sampler_for(config, data))
 
@@ -181,13 +189,20 @@ def schedule_of(config: TrainConfig) -> Schedule:
         max_minutes=optim.max_minutes,
         checkpoint_every=config.run.checkpoint_every,
         progress=_show_progress(config),
+        precision=optim.precision,
     )
 
 
-def build_trainer(config: TrainConfig, data: Interactions, should_stop: Any = lambda: False) -> Trainer:
-    """A fresh trainer for ``config``: seeds everything, then builds (the order fixes the weights)."""
+def build_trainer(
+    config: TrainConfig,
+    data: Interactions,
+    should_stop: Any = lambda: False,
+    device: torch.device | None = None,
+) -> Trainer:
+    """A fresh trainer for ``config``: seeds everything, then builds (the order fixes the weights).
+    ``device``: where it trains (default: ``config.run.device`` resolved)."""
     rng = seed_everything(config.optim.seed)
-    setup = build_training(config, data)
+    setup = build_training(config, data, device or resolve_device(config.run.device))
     split = config.selection_split
     trainer = Trainer(
         setup,
@@ -329,6 +344,7 @@ def train(
     Everything that can be rejected (the config, the data, an empty evaluation split, an occupied output
     folder) is checked before the run directory is created, so a refused run leaves nothing behind.
     """
+    device = resolve_device(config.run.device)  # a missing GPU is refused before anything is written
     output = Path(config.run.output or Path("runs") / (config.run.name or default_run_name(config)))
     RunDir.check_available(output)  # before the data is loaded: a refused run costs nothing
     given_path = config.data.path
@@ -341,7 +357,7 @@ def train(
             "save the data to a file and give that to --data for a run you can re-evaluate",
             given_path,
         )
-    with stop_requests() as should_stop:
+    with stop_requests() as should_stop, deterministic_mode(config.run.deterministic, device):
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
         started = time.perf_counter()
@@ -358,9 +374,10 @@ def train(
             run.write_json(CONFIG, config.to_dict())
             run.release_claim()
             run.write_json(DATA, {**data_fingerprint(data), "path_as_given": given_path})
-            run.write_json(ENVIRONMENT, environment())
+            placement = _placement(device, config)
+            run.write_json(ENVIRONMENT, {**environment(), **placement})
             run.write_json(ID_MAPS, id_maps(data))
-            trainer = build_trainer(config, data, should_stop)
+            trainer = build_trainer(config, data, should_stop, device)
             with _disk_faults(run):
                 return _run(trainer, config, data, run, started, watch)
         finally:
@@ -406,7 +423,8 @@ def resume(
             raise SsmrecError(f"{run.path}: not a run directory ({needed} is missing); nothing to resume")
     recorded = _read_config(run)
     config = _with_changes(recorded, changes or {}, run.path)
-    with stop_requests() as should_stop:
+    device = resolve_device(config.run.device)  # before the run directory is touched
+    with stop_requests() as should_stop, deterministic_mode(config.run.deterministic, device):
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
         started = time.perf_counter()
@@ -420,7 +438,10 @@ def resume(
                 logger.info("removed %s left by an interrupted write", entry)
             (run.path / FINAL).unlink(missing_ok=True)  # the run is unfinished again until it ends
             run.write_json(CONFIG, config.to_dict())
-            trainer = build_trainer(config, data, should_stop)
+            recorded_environment = run.read_json(ENVIRONMENT) if (run.path / ENVIRONMENT).is_file() else {}
+            recorded_environment.setdefault("resumed_on", []).append(_placement(device, config))
+            run.write_json(ENVIRONMENT, recorded_environment)
+            trainer = build_trainer(config, data, should_stop, device)
             if saved is None:
                 logger.warning("%s has no checkpoint: training again from the start", run.path)
                 for name in (METRICS, WEIGHTS):
@@ -441,6 +462,18 @@ def resume(
         finally:
             logger.removeHandler(handler)
             handler.close()
+
+
+def _placement(device: torch.device, config: TrainConfig) -> dict[str, Any]:
+    """Where the run computes, logged and returned for ``environment.json``."""
+    description = describe_device(device)
+    logger.info(
+        "device %s%s%s",
+        device_summary(description),
+        ", deterministic algorithms" if config.run.deterministic else "",
+        ", bf16 autocast" if config.optim.precision == "bf16" else "",
+    )
+    return {"device": description, "deterministic": config.run.deterministic}
 
 
 def _read_config(run: RunDir) -> TrainConfig:
@@ -473,7 +506,7 @@ def _with_changes(config: TrainConfig, changes: dict[str, Any], path: Path) -> T
         raise ConfigError(
             f"--resume {path} continues that run with its own settings; these would change its result: "
             f"{', '.join(refused)} (only epochs, max_minutes, patience, threads, progress, "
-            "checkpoint_every and keep_checkpoint may be given)"
+            "checkpoint_every, keep_checkpoint, device and deterministic may be given)"
         )
     return changed
 
@@ -616,7 +649,11 @@ def verify_run(run: RunDir, data: Interactions) -> list[str]:
 
 
 def load_run(
-    path: str | Path, data: Interactions | None = None, force: bool = False, warnings: list[str] | None = None
+    path: str | Path,
+    data: Interactions | None = None,
+    force: bool = False,
+    warnings: list[str] | None = None,
+    device: torch.device | None = None,
 ) -> tuple[TrainConfig, Interactions, Recommender]:
     """Open a finished run directory: its config, its dataset and its best weights, ready to rank.
 
@@ -625,7 +662,7 @@ def load_run(
     ``data.json`` so a changed file cannot silently give different numbers, and :func:`verify_run`
     checks the weights, config and split options; a mismatch is an error unless ``force`` (then a
     warning, also appended to ``warnings``). ``data`` may pass an already loaded dataset (several runs
-    on the same data share one load).
+    on the same data share one load). ``device``: where the model is placed (default CPU).
     """
     run = RunDir(path)
     for needed in (CONFIG, DATA, WEIGHTS):
@@ -649,4 +686,6 @@ def load_run(
         raise SsmrecError(
             f"{run.path / WEIGHTS}: does not fit this run's model and data ({first})"
         ) from error
+    if device is not None and device.type != "cpu":
+        model = model.to(device)
     return config, data, model

@@ -257,7 +257,8 @@ def run_grid(spec: GridSpec, note: Any = None) -> list[CellResult]:
             say(f"{label}: unfinished run moved to {moved}")
         say(f"{label}: {'resuming from its checkpoint' if resumable else 'training'}")
         try:
-            result = training.resume(directory) if resumable else training.train(config)
+            placement = {key: getattr(config.run, key) for key in ("device", "deterministic")}
+            result = training.resume(directory, placement) if resumable else training.train(config)
             if result.final.get("interrupted"):  # Ctrl-C: train() kept the run; the grid stops here
                 raise KeyboardInterrupt
             results.append(CellResult(model, loss, "done", directory, result.final))
@@ -403,6 +404,10 @@ def add_grid_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, help="seed of every cell")
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
+    parser.add_argument("--device", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--deterministic", action="store_const", const=True, default=None, help="deterministic algorithms"
+    )
     parser.add_argument("--output", help="grid folder (default runs/grid-<dataset>)")
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", default=None, help="no progress bars"
@@ -414,7 +419,8 @@ def _grid_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     file = validate_grid_file(read_config_file(args.config), f"{args.config}: ") if args.config else {}
     flags: dict[str, Any] = {}
-    for key in ("protocol", "epochs", "patience", "eval_every", "max_minutes", "seed", "threads", "progress"):
+    keys = ("protocol", "epochs", "patience", "eval_every", "max_minutes", "seed", "threads", "progress")
+    for key in (*keys, "device", "deterministic"):
         value = getattr(args, key)
         if value is not None:
             flags[key] = value

@@ -84,6 +84,8 @@ class Schedule:
     max_minutes: float | None = None
     checkpoint_every: int = 1
     progress: bool = False
+    precision: str = "fp32"
+    """``bf16``: the forward and loss run under bf16 autocast (weights, gradients and Adam stay fp32)."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,10 @@ def batch_loss(model: Recommender, objective: Objective, batch: Batch, reg: floa
         user_repr, rows = all_users[batch.users], items
         batch = dataclasses.replace(batch, all_items=lambda: item_table)
     else:
-        distinct, rows = torch.unique(items, return_inverse=True)
+        if items.device.type == "cpu":
+            distinct, rows = torch.unique(items, return_inverse=True)
+        else:  # unique's output size would cost a host sync per step; gathering duplicates is cheap there
+            distinct, rows = items, torch.arange(len(items), device=items.device)
         user_repr, item_table = model.encode(batch.users, distinct)
         if objective.similarity == "cosine":
             user_repr, item_table = F.normalize(user_repr, dim=-1), F.normalize(item_table, dim=-1)
@@ -179,12 +184,16 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     optimizer.step()
 
 
-def gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether every gradient is finite: one fused norm over all of them (NaN or inf propagate)."""
+def gradient_norm(optimizer: torch.optim.Optimizer) -> Tensor | None:
+    """One fused norm over every gradient (NaN or inf propagate into it); ``None`` without gradients."""
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if not grads:
-        return True
-    return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads, foreach=True)))
+    return torch.nn.utils.get_total_norm(grads, foreach=True) if grads else None
+
+
+def gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every gradient is finite."""
+    norm = gradient_norm(optimizer)
+    return norm is None or bool(torch.isfinite(norm))
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -226,6 +235,12 @@ class Trainer:
         """Constant fields added to every history record (the experiment adds the protocol)."""
         self.best_weights: dict[str, Tensor] = copy.deepcopy(self.model.state_dict())
         self._order: np.ndarray | None = None
+        self.device = next(self.model.parameters()).device
+        """Where the model lives; batches are built on the host and copied there (:meth:`Batch.to`)."""
+        self.sync_free = self.device.type != "cpu"
+        """Steps without a host synchronisation (:class:`DeferredChecks`): on for accelerators. The CPU
+        path reads and checks each loss at once (tests turn this on there to check the deferred path)."""
+        self._deferred: DeferredChecks | None = None
 
     # --------------------------------------------------------------------------------------- steps
 
@@ -255,12 +270,17 @@ class Trainer:
                 users, positives = self.pairs.batch(self._order, state.step, size)
                 negatives = self.sampler.sample(users, positives, self.rng)
                 batch = Batch.build(users, positives, negatives, training=self.sampler.training)
-                state.epoch_loss_sum += self._step(batch, epoch, state.step + 1)
+                if not self.sync_free:
+                    state.epoch_loss_sum += self._step(batch, epoch, state.step + 1)
+                else:
+                    self._device_step(batch.to(self.device), epoch, state.step + 1, total_batches)
                 state.step += 1
                 bar.update()
                 faults.point("step")
                 if state.step < total_batches and self.should_stop():
+                    self._settle(epoch)
                     return None
+            self._settle(epoch)
         finally:
             state.train_seconds += time.perf_counter() - tick
             bar.close()
@@ -269,8 +289,14 @@ class Trainer:
         state.epoch, state.step, state.epoch_loss_sum, self._order = epoch, 0, 0.0, None
         return mean
 
+    def _loss(self, batch: Batch) -> StepLoss:
+        if self.schedule.precision == "fp32":
+            return batch_loss(self.model, self.objective, batch, self.schedule.reg)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            return batch_loss(self.model, self.objective, batch, self.schedule.reg)
+
     def _step(self, batch: Batch, epoch: int, index: int) -> float:
-        loss = batch_loss(self.model, self.objective, batch, self.schedule.reg)
+        loss = self._loss(batch)
         value = float(loss.total.detach())
         if not math.isfinite(value):
             term = "objective" if not torch.isfinite(loss.objective.detach()) else "regulariser"
@@ -281,6 +307,31 @@ class Trainer:
             raise NonFiniteError("non-finite gradient", epoch, index, "gradient")
         optimizer_step(self.optimizer)
         return value
+
+    def _device_step(self, batch: Batch, epoch: int, index: int, total_batches: int) -> None:
+        """:meth:`_step` without a host synchronisation: the loss is summed and its finiteness recorded
+        on the device (:class:`DeferredChecks`), looked at every ``DeferredChecks.every`` steps."""
+        if self._deferred is None:
+            self._deferred = DeferredChecks(self.device, self.state.epoch_loss_sum, index, total_batches)
+        loss = self._loss(batch)
+        self._deferred.record_loss(index, loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        norm = gradient_norm(self.optimizer)
+        if norm is not None:
+            self._deferred.record_gradient(index, norm)
+        optimizer_step(self.optimizer)
+        if index % DeferredChecks.every == 0:
+            self._deferred.raise_if_non_finite(epoch)
+
+    def _settle(self, epoch: int) -> None:
+        """Bring the device's loss sum into the state (before it is reported or checkpointed), after
+        checking the steps not yet checked; nothing to do on the CPU."""
+        if self._deferred is None:
+            return
+        deferred, self._deferred = self._deferred, None
+        deferred.raise_if_non_finite(epoch)
+        self.state.epoch_loss_sum = deferred.total()
 
     def _check_parameters(self, epoch: int) -> None:
         for name, tensor in [*self.model.named_parameters(), *self.objective.named_parameters()]:
@@ -414,6 +465,8 @@ class Trainer:
                     raise TypeError(f"optimizer state {key} is not a tensor")  # Adam's are all tensors
                 tensors[f"optimizer.{index}.{key}"] = value
         tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":  # dropout draws on the GPU (NGCF); resumes exactly on the same kind
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         if self._order is not None:
             tensors["epoch.order"] = torch.from_numpy(self._order)
         python_state = random.getstate()
@@ -451,16 +504,69 @@ class Trainer:
                 f"the checkpoint does not fit this run's model, loss or optimiser: {error}"
             ) from error
         torch.set_rng_state(tensors["rng.torch"])
+        if self.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         rng = state["rng"]
         self.rng.bit_generator.state = rng["numpy_generator"]
         _set_legacy_numpy_state(rng["numpy_legacy"])
         version, internal, gauss = rng["python"]
         random.setstate((version, tuple(internal), gauss))
         self.state = TrainerState(**state["trainer"])
+        self._deferred = None
         order = tensors.get("epoch.order")
         self._order = None if order is None else order.numpy().copy()
         if self.state.step and self._order is None:
             raise SsmrecError("the checkpoint stops inside an epoch but lacks that epoch's order")
+
+
+class DeferredChecks:
+    """The epoch's loss sum and per-step finiteness, kept on the device so no step waits for the host.
+
+    On the CPU the trainer reads every loss as a float and checks it before the backward, stopping at
+    the first non-finite term with the weights still finite. Doing that on a GPU costs a host round
+    trip per step (the GPU idles while Python waits for one number). Here the loss is added to a
+    float64 device scalar (the same IEEE float64 additions as the CPU's ``float`` sum, so a checkpoint
+    holds the same value) and each step's finiteness of the objective, the total and the gradient norm
+    goes into a per-step flag table; every :attr:`every` steps, and before the epoch's loss is read or
+    checkpointed, one synchronisation looks at the flags. The trade-off: up to ``every - 1`` optimiser
+    steps may run after the first non-finite value (the weights are then NaN), but the error names the
+    same epoch, batch and term as on the CPU, and the last good checkpoint and best weights are untouched.
+    """
+
+    every = 64
+
+    def __init__(self, device: torch.device, start: float, first_step: int, total_batches: int) -> None:
+        self.sum = torch.tensor(start, dtype=torch.float64, device=device)
+        self.first = first_step  # 1-based index of the first step not yet checked
+        self.last = first_step - 1
+        # per step (1-based index): objective, total and gradient norm are finite
+        self.finite = torch.ones((total_batches + 1, 3), dtype=torch.bool, device=device)
+
+    def record_loss(self, index: int, loss: StepLoss) -> None:
+        total = loss.total.detach()
+        self.sum += total.double()
+        self.finite[index, 0] = torch.isfinite(loss.objective.detach())
+        self.finite[index, 1] = torch.isfinite(total)
+        self.last = index
+
+    def record_gradient(self, index: int, norm: Tensor) -> None:
+        self.finite[index, 2] = torch.isfinite(norm)
+
+    def raise_if_non_finite(self, epoch: int) -> None:
+        """Raise :class:`NonFiniteError` for the first step since the last check with a non-finite value."""
+        window = self.finite[self.first : self.last + 1]
+        self.first = self.last + 1
+        if bool(window.all()):
+            return
+        bad = (~window).nonzero()[0].tolist()
+        index, column = self.first - len(window) + bad[0], bad[1]
+        if column < 2:
+            term = "objective" if not bool(window[bad[0], 0]) else "regulariser"
+            raise NonFiniteError(f"non-finite {term}", epoch, index, term)
+        raise NonFiniteError("non-finite gradient", epoch, index, "gradient")
+
+    def total(self) -> float:
+        return float(self.sum)
 
 
 def _legacy_numpy_state() -> dict[str, Any]:

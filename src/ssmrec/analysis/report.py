@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ssmrec import __version__
 from ssmrec.analysis.bound import (
@@ -177,13 +178,15 @@ def analyze_runs(
     split: str = "test",
     k: int = K,
     progress: Callable[[str], None] | None = None,
+    device: torch.device | None = None,
 ) -> Analysis:
-    """Open and analyse every run directory in ``paths`` (they must share a dataset)."""
+    """Open and analyse every run directory in ``paths`` (they must share a dataset); ``device``
+    encodes them (see :func:`ssmrec.analysis.runs.open_runs`)."""
     if sample_users < 1:
         raise SsmrecError(f"--sample-users must be >= 1, got {sample_users}")
     if split not in ("test", "valid"):
         raise SsmrecError(f"unknown split {split!r}; choose test or valid")
-    runs = open_runs(list(paths))
+    runs = open_runs(list(paths), device)
     results = []
     for run in runs:
         if progress:

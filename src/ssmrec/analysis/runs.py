@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ssmrec.config import TrainConfig
@@ -106,8 +107,10 @@ def recorded_name(path: Path) -> str:
     return f"{recorded.get('name', '?')!r} ({files})"
 
 
-def open_runs(paths: list[str | Path]) -> list[AnalyzedRun]:
+def open_runs(paths: list[str | Path], device: torch.device | None = None) -> list[AnalyzedRun]:
     """Load every run directory in ``paths`` for analysis; the dataset is loaded once per distinct split.
+
+    ``device`` computes the final representations (the propagation); the analyses read them on the CPU.
 
     Raises :class:`SsmrecError` for an incomplete run directory or runs on different datasets.
     """
@@ -125,9 +128,10 @@ def open_runs(paths: list[str | Path]) -> list[AnalyzedRun]:
     runs = []
     for path, label in zip(resolved, _labels(resolved), strict=True):
         fingerprint = json.dumps(json.loads((path / DATA).read_text()).get("options", {}), sort_keys=True)
-        config, data, model = load_run(path, loaded.get(fingerprint))
+        config, data, model = load_run(path, loaded.get(fingerprint), device=device)
         loaded.setdefault(fingerprint, data)
-        users, items = model.representations()
+        users, items = (tensor.cpu() for tensor in model.representations())
+        model = model.cpu()
         run = RunDir(path)
         final = run.read_json(FINAL) if (path / FINAL).is_file() else {}
         runs.append(AnalyzedRun(path, label, config, data, model, users, items, run.read_metrics(), final))

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from ssmrec.evaluate.ranking import Precision, Score, as_csr, chunk_pairs, iter_top_k, torch_threads
+from ssmrec.evaluate.ranking import Precision, Score, as_csr, iter_top_k, pair_source, torch_threads
 
 METRICS: tuple[str, ...] = ("recall", "ndcg", "precision", "hit", "mrr", "map")
 """Metric families reported for every cutoff K, in report order (keys are ``f"{name}@{K}"``)."""
@@ -145,7 +145,7 @@ def evaluate_ranking(
     if len(users) == 0:
         return {**dict.fromkeys(names, math.nan), "users": 0}
 
-    truth_users = truth[users]
+    truth_pairs = pair_source(truth[users], user_emb.device)
     excl_users = [m[users] for m in excl]
     selected = user_emb[torch.from_numpy(users).to(user_emb.device)]
     sums = dict.fromkeys(names, 0.0)
@@ -153,20 +153,24 @@ def evaluate_ranking(
         selected, item_emb, ks[-1], excl_users, score, chunk_size, precision, progress, desc="evaluate"
     ):
         with torch_threads(1):  # small tensors: see torch_threads
-            hits = _hits(top, truth_users, start, stop, n_items)
+            # the sums on the CPU whatever the device: the same float64 order, so the same metrics as
+            # the CPU evaluator on the same embeddings (one small copy per chunk, no sync per metric)
+            hits = _hits(top, truth_pairs, start, stop, n_items).cpu()
             chunk_sums = metric_sums(hits, torch.from_numpy(n_relevant[users[start:stop]]), ks)
         for name, value in chunk_sums.items():
             sums[name] += value
     return {**{name: sums[name] / len(users) for name in names}, "users": len(users)}
 
 
-def _hits(top: Tensor, truth: sp.csr_matrix, start: int, stop: int, n_items: int) -> Tensor:
+def _hits(
+    top: Tensor, truth: Callable[[int, int], tuple[Tensor, Tensor]], start: int, stop: int, n_items: int
+) -> Tensor:
     """``hits[u, r]``: the item ranked ``r + 1`` for chunk row ``u`` is in ``truth`` (``-1`` is a miss).
 
     Truth pairs of the chunk become sorted keys ``row * n_items + item`` (CSR rows in order, sorted
     indices), so membership of all ``(u, top[u, r])`` is one ``searchsorted``.
     """
-    rows, cols = chunk_pairs(truth, start, stop, top.device)
+    rows, cols = truth(start, stop)
     if len(rows) == 0:
         return torch.zeros(top.shape, dtype=torch.bool, device=top.device)
     keys = rows * n_items + cols

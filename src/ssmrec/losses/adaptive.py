@@ -91,6 +91,7 @@ class AdaptiveTemperatureLoss(SampledSoftmaxLoss):
     def forward(
         self, users: Tensor, positives: Tensor, negatives: Tensor | None, batch: Batch | None = None
     ) -> Tensor:
+        self._follow(users.device)
         candidates = score_candidates(users, positives, negatives, batch, self.similarity, self.exclude)
         rows = self.row_losses(candidates, batch)
         if batch is not None and self._loss_sum is not None:
@@ -104,6 +105,13 @@ class AdaptiveTemperatureLoss(SampledSoftmaxLoss):
                 self._loss_sum.index_add_(0, batch.users[keep], unscaled[keep])
                 self._loss_count.index_add_(0, batch.users[keep], torch.ones_like(unscaled[keep]))
         return reduce(rows, self.reduction)
+
+    def _follow(self, device: torch.device) -> None:
+        """Keep the per-user state on the batch's device (a checkpoint restores it on the CPU)."""
+        for name in ("user_inverse_temperature", "_loss_sum", "_loss_count"):
+            value = getattr(self, name)
+            if value is not None and value.device != device:
+                setattr(self, name, value.to(device))
 
     @torch.no_grad()
     def begin_epoch(self, context: EpochContext) -> None:
@@ -124,16 +132,18 @@ class AdaptiveTemperatureLoss(SampledSoftmaxLoss):
             and self._loss_count.shape[0] == n_users
             and self._loss_count.sum() > 0
         ):
-            seen = self._loss_count > 0
-            user_loss = (self._loss_sum[seen] / self._loss_count[seen]).numpy()
+            loss_sum, loss_count = self._loss_sum.cpu(), self._loss_count.cpu()
+            seen = loss_count > 0
+            user_loss = (loss_sum[seen] / loss_count[seen]).numpy()
             z = np.clip((user_loss - user_loss.mean()) / self.scale, -1.0 / math.e, 1000.0)
             branch = -1.0 / math.e  # W(-1/e) = -1; scipy returns nan exactly at the branch point
             w = np.where(z > branch, lambertw(np.maximum(z, branch + 1e-15)).real, -1.0)
             beta[seen] = torch.from_numpy(w0 * np.exp(-w)).float()
         self.positive_inverse_temperature = w0
-        self.user_inverse_temperature = beta
-        self._loss_sum = torch.zeros(n_users, dtype=torch.float64)
-        self._loss_count = torch.zeros(n_users, dtype=torch.float64)
+        device = context.model.user_embedding.weight.device
+        self.user_inverse_temperature = beta.to(device)
+        self._loss_sum = torch.zeros(n_users, dtype=torch.float64, device=device)
+        self._loss_count = torch.zeros(n_users, dtype=torch.float64, device=device)
         logger.info(
             "adap-tau epoch %d: w0 %.3f (gap %.3f), user beta in [%.3f, %.3f]",
             context.epoch,
@@ -175,14 +185,15 @@ class AdaptiveTemperatureLoss(SampledSoftmaxLoss):
         users, items = F.normalize(users, dim=1), F.normalize(items, dim=1)
         pair_users = np.repeat(np.arange(len(counts)), counts)
         chosen = active[pair_users]
-        pair_users = torch.from_numpy(pair_users[chosen])
-        pair_items = torch.from_numpy(context.train.indices[chosen].astype(np.int64))
+        pair_users = torch.from_numpy(pair_users[chosen]).to(users.device)
+        pair_items = torch.from_numpy(context.train.indices[chosen].astype(np.int64)).to(users.device)
         total = 0.0
         for start in range(0, len(pair_users), 65536):
             rows, cols = pair_users[start : start + 65536], pair_items[start : start + 65536]
             total += float((users[rows] * items[cols]).sum())
         positive = total / max(1, len(pair_users))
-        average = float((users[torch.from_numpy(np.flatnonzero(active))] @ items.mean(dim=0)).mean())
+        active_users = torch.from_numpy(np.flatnonzero(active)).to(users.device)
+        average = float((users[active_users] @ items.mean(dim=0)).mean())
         return positive - average
 
     def extra_repr(self) -> str:

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ssmrec.batch import Batch
 from ssmrec.defaults import EXCLUDE
+from ssmrec.device import to_device
 from ssmrec.losses.base import Similarity
 
 
@@ -136,7 +137,17 @@ def score_candidates(
 
 
 def exclusion_mask(batch: Batch | None, exclude: str, n_columns: int) -> Tensor | None:
-    """(B, K) bool of masked columns for ``exclude`` (``None`` when nothing is masked)."""
+    """(B, K) bool of masked columns for ``exclude`` (``None`` when nothing is masked), on the batch's
+    device (built on the host from :attr:`Batch.on_host`, then copied without a sync)."""
+    mask = host_exclusion_mask(batch, exclude, n_columns)
+    if mask is None:
+        return None
+    assert batch is not None
+    return to_device(torch.from_numpy(mask), batch.users.device)
+
+
+def host_exclusion_mask(batch: Batch | None, exclude: str, n_columns: int) -> np.ndarray | None:
+    """:func:`exclusion_mask` as a numpy array on the host."""
     if exclude not in EXCLUDE:
         raise ValueError(f"exclude must be one of {', '.join(EXCLUDE)}, got {exclude!r}")
     if exclude == "none":
@@ -145,6 +156,7 @@ def exclusion_mask(batch: Batch | None, exclude: str, n_columns: int) -> Tensor 
         raise ValueError(f"exclude={exclude!r} needs the batch's ids (pass a Batch)")
     if exclude == "train" and batch.training is None:
         raise ValueError("exclude='train' needs the training set in the batch")
+    batch = batch.on_host
     users = batch.users.numpy()
     positives = batch.positives.numpy()
 
@@ -173,4 +185,4 @@ def exclusion_mask(batch: Batch | None, exclude: str, n_columns: int) -> Tensor 
         raise ValueError(f"the batch has {mask.shape[1]} candidate columns, the scores {n_columns}")
     if batch.in_batch:
         mask[np.arange(len(users)), np.arange(len(users))] = False  # a row's own positive is never masked
-    return torch.from_numpy(mask)
+    return mask

@@ -24,11 +24,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssmrec.device import to_device
+
 Temperature = float | Tensor
 
 
 def _drop_indices(
-    drop_rows: np.ndarray, drop_items: np.ndarray, n_items: int, chunk: int
+    drop_rows: np.ndarray, drop_items: np.ndarray, n_items: int, chunk: int, device: torch.device
 ) -> list[tuple[Tensor, Tensor] | None]:
     """Per item chunk, the (row, column-in-chunk) pairs to leave out of the log-sum (``None``: none)."""
     order = np.argsort(drop_items, kind="stable")
@@ -40,7 +42,10 @@ def _drop_indices(
         pieces.append(
             None
             if high == low
-            else (torch.from_numpy(drop_rows[low:high]), torch.from_numpy(drop_items[low:high] - start))
+            else (
+                to_device(torch.from_numpy(drop_rows[low:high]), device),
+                to_device(torch.from_numpy(drop_items[low:high] - start), device),
+            )
         )
     return pieces
 
@@ -97,5 +102,6 @@ def chunked_logsumexp(
     """Row-wise ``log Σ_j exp(users_b · items_j / τ)`` over all items except the (row, item) pairs dropped."""
     n_items = items.shape[0]
     chunk = n_items if chunk_size is None or chunk_size >= n_items else chunk_size
-    drops = _drop_indices(drop_rows.astype(np.int64), drop_items.astype(np.int64), n_items, chunk)
+    rows, items_dropped = drop_rows.astype(np.int64), drop_items.astype(np.int64)
+    drops = _drop_indices(rows, items_dropped, n_items, chunk, users.device)
     return _ChunkedLogSumExp.apply(users / tau, items, drops, chunk)

@@ -67,6 +67,7 @@ class FullSoftmaxLoss(SampledSoftmaxLoss):
 
     def _dropped(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """(row, item) pairs left out of the log-sum: other training items, and the positive in SL form."""
+        batch = batch.on_host
         positives = batch.positives.numpy().astype(np.int64)
         rows = [np.empty(0, dtype=np.int64)]
         items = [np.empty(0, dtype=np.int64)]

@@ -39,7 +39,13 @@ from torch import Tensor, nn
 from ssmrec.batch import Batch
 from ssmrec.defaults import LOGQ, SOFTMAX_CHUNK
 from ssmrec.losses.base import Objective, Reduction, Similarity, masked_logsumexp, reduce
-from ssmrec.losses.candidates import EXCLUDE, Candidates, exclusion_mask, normalized_inputs, score_candidates
+from ssmrec.losses.candidates import (
+    EXCLUDE,
+    Candidates,
+    host_exclusion_mask,
+    normalized_inputs,
+    score_candidates,
+)
 from ssmrec.losses.logsumexp import Temperature, chunked_logsumexp
 
 
@@ -140,9 +146,9 @@ class SampledSoftmaxLoss(Objective):
         columns = positives if negatives is None else torch.cat([positives, negatives])
         size = users.shape[0]
         drop_rows, drop_columns = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-        excluded = exclusion_mask(batch, self.exclude, columns.shape[0])
+        excluded = host_exclusion_mask(batch, self.exclude, columns.shape[0])
         if excluded is not None:
-            drop_rows, drop_columns = np.nonzero(excluded.numpy())
+            drop_rows, drop_columns = np.nonzero(excluded)
         if not self.positive_in_denominator:
             diagonal = np.arange(size, dtype=np.int64)
             drop_rows = np.concatenate([drop_rows, diagonal])

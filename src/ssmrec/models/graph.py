@@ -14,7 +14,7 @@ the forward on Gowalla); here the transpose is built once, and for a symmetric `
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -104,6 +104,22 @@ class SparseOperator:
 
     matrix: Tensor
     matrix_t: Tensor
+    _copies: dict[torch.device, SparseOperator] = field(default_factory=dict, compare=False, repr=False)
+
+    def on(self, device: torch.device) -> SparseOperator:
+        """This operator on ``device``: itself when it is there, else a copy made once and cached.
+
+        A model keeps its constant graph on the CPU and reads it through this, so the graph follows the
+        parameters wherever ``model.to(device)`` put them (a symmetric matrix is copied once).
+        """
+        if self.matrix.device == device:
+            return self
+        copy = self._copies.get(device)
+        if copy is None:
+            matrix = self.matrix.to(device)
+            matrix_t = matrix if self.matrix_t is self.matrix else self.matrix_t.to(device)
+            copy = self._copies[device] = SparseOperator(matrix, matrix_t)
+        return copy
 
     @classmethod
     def from_scipy(cls, matrix: sp.csr_matrix, symmetric: bool = False) -> SparseOperator:

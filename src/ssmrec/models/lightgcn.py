@@ -77,23 +77,28 @@ class LightGCN(Recommender):
         self._operator = SparseOperator.from_scipy(self._adjacency, symmetric=symmetric)
         self._block_cache: _Blocks | None = None
 
+    def _graph(self) -> SparseOperator:
+        """``Â`` on the parameters' device (:meth:`SparseOperator.on`)."""
+        return self._operator.on(self.user_embedding.weight.device)
+
     def forward(self) -> tuple[Tensor, Tensor]:
         users, items = self.user_embedding.weight, self.item_embedding.weight
         if self.side == "user":
-            return users + self._operator.matmul(items), items
+            return users + self._graph().matmul(items), items
         if self.side == "item":
-            return users, items + self._operator.matmul(users)
+            return users, items + self._graph().matmul(users)
         final = self._layer_mean()
         return final[: self.n_users], final[self.n_users :]
 
     def _layer_mean(self) -> Tensor:
         """All nodes' final representations, users first (side ``both``)."""
-        return self._operator.mean_of_powers(
-            self.user_embedding.weight, self.item_embedding.weight, self.n_layers
-        )
+        users, items = self.user_embedding.weight, self.item_embedding.weight
+        return self._graph().mean_of_powers(users, items, self.n_layers)
 
     def encode(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
-        if not self.local:
+        # The local path slices Â's rows on the host (scipy); off the CPU that would be a round trip
+        # per step, while whole-graph products are cheap there: the full path (same values).
+        if not self.local or users.device.type != "cpu":
             if self.side != "both":
                 return super().encode(users, items)
             # one gather from the node table: its backward is one index_add, where indexing the user

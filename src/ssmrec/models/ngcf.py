@@ -48,7 +48,7 @@ class NGCF(Recommender):
         for sum_transform, product_transform in zip(
             self.sum_transforms, self.product_transforms, strict=True
         ):
-            side = self._operator.matmul(ego)  # L E
+            side = self._operator.on(ego.device).matmul(ego)  # L E
             ego = F.leaky_relu(sum_transform(side + ego) + product_transform(side * ego), negative_slope=0.2)
             ego = F.dropout(ego, p=self.dropout, training=self.training)
             layers.append(F.normalize(ego, dim=1))

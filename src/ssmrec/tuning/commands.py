@@ -22,9 +22,11 @@ def add_tune_parser(
     subparsers: argparse._SubParsersAction,
     train_flags: list[tuple[str, str, Callable[[str], Any], str]],
     flag_values: Callable[[argparse.Namespace], dict[str, Any]],
+    add_switches: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    """Register ``ssmrec tune``; ``train_flags`` and ``flag_values`` are ``ssmrec train``'s flag table
-    and its reader, so a fixed setting is spelled the same in both commands."""
+    """Register ``ssmrec tune``; ``train_flags``, ``flag_values`` and ``add_switches`` are ``ssmrec
+    train``'s flag table, its reader and its bare switches, so a fixed setting is spelled the same in
+    both commands."""
     parser = subparsers.add_parser(
         "tune",
         help="tune a model and loss with Optuna (TPE, pruning) on the validation split",
@@ -64,7 +66,7 @@ def add_tune_parser(
             parser.add_argument(
                 flag, dest=key, type=kind, default=None, help=text, metavar=key.split(".")[-1].upper()
             )
-    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no bars")
+    add_switches(parser)
     for flag, key, *_ in train_flags:
         if flag in NOT_FIXED:
             parser.set_defaults(**{key: None})
