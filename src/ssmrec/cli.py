@@ -17,7 +17,7 @@ from typing import Any
 from ssmrec import __version__
 from ssmrec.config import PRESETS, PROTOCOLS, read_config_file, resolve_config
 from ssmrec.data.spec import FORMATS
-from ssmrec.errors import SsmrecError
+from ssmrec.errors import PeerLostError, SsmrecError
 from ssmrec.grid import add_grid_parser
 from ssmrec.runtime import retain_freed_memory
 from ssmrec.serving.commands import add_serving_parsers
@@ -95,6 +95,7 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--checkpoint-every", "checkpoint_every", int, "write a resumable checkpoint every N epochs"),
     ("--keep-checkpoint", "keep_checkpoint", _boolean, "true: a finished run keeps its last checkpoint"),
     ("--name", "name", str, "run name under runs/"),
+    ("--dist-timeout", "dist_timeout", float, "under torchrun: seconds a collective waits for a lost rank"),
 ]
 
 
@@ -152,8 +153,9 @@ def _train(args: argparse.Namespace) -> int:
         if not config.data.dataset and not config.data.path:
             raise SsmrecError("no data: give --dataset NAME, --data PATH, or a --preset")
         result = train(config)
-    summary = {"run_dir": str(result.run_dir), **result.final}
-    print(json.dumps(summary, indent=2))
+    if result.primary:  # rank 0 of a several-process run reports it
+        summary = {"run_dir": str(result.run_dir), **result.final}
+        print(json.dumps(summary, indent=2))
     return result.exit_code
 
 
@@ -277,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     retain_freed_memory()  # large-table steps reuse freed memory instead of faulting in fresh pages
     try:
         return args.handler(args)
+    except PeerLostError as error:  # another process of a torchrun run died or hung
+        print(f"ssmrec: error: {error}", file=sys.stderr)
+        return 4
     except (SsmrecError, FileExistsError) as error:
         print(f"ssmrec: error: {error}", file=sys.stderr)
         return 2

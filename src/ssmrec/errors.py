@@ -33,3 +33,8 @@ class DatasetNotFoundError(SsmrecError):
 
 class ChecksumError(SsmrecError):
     """A downloaded file does not match its registered checksum (the file is deleted)."""
+
+
+class PeerLostError(SsmrecError):
+    """A collective of a several-process run failed or timed out: another rank died, hung, or the network
+    between them broke (``ssmrec train`` exits with status 4)."""

@@ -29,13 +29,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ssmrec import checkpoint, faults
+from ssmrec import checkpoint, distributed, faults
 from ssmrec.config import TrainConfig, build_config, upgrade_legacy
 from ssmrec.data import Interactions, load_dataset
 from ssmrec.errors import ConfigError, SsmrecError
-from ssmrec.evaluate import evaluate_ranking
+from ssmrec.evaluate import metric_means, ranking_sums
 from ssmrec.losses import Objective, build_loss
 from ssmrec.models import Recommender, build_model
+from ssmrec.parallel import DataParallel
 from ssmrec.rundir import (
     CONFIG,
     DATA,
@@ -71,6 +72,7 @@ RESUMABLE_CHANGES = {
     ("run", "threads"),
     ("run", "keep_checkpoint"),
     ("run", "checkpoint_every"),
+    ("run", "dist_timeout"),
 }
 """Settings ``--resume`` may change: they extend or report a run, never change what it computed."""
 
@@ -85,6 +87,8 @@ class TrainResult:
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
     final: dict[str, Any] = field(default_factory=dict)
+    primary: bool = True
+    """This process reports the run (false on ranks other than 0 of a several-process run)."""
 
     @property
     def stopped_by(self) -> str:
@@ -169,6 +173,7 @@ def build_trainer(config: TrainConfig, data: Interactions, should_stop: Any = la
     rng = seed_everything(config.optim.seed)
     setup = build_training(config, data)
     split = config.selection_split
+    context = distributed.current()  # several processes: every rank builds the same replica
     trainer = Trainer(
         setup,
         data,
@@ -176,6 +181,7 @@ def build_trainer(config: TrainConfig, data: Interactions, should_stop: Any = la
         rng,
         evaluate=lambda model: evaluate_split(model, data, split, config),
         should_stop=should_stop,
+        replicas=DataParallel(context) if context.active else None,
     )
     trainer.record_fields = {"protocol": config.protocol}
     return trainer
@@ -194,12 +200,18 @@ def exclusions(data: Interactions, split: str) -> list:
 def evaluate_split(
     model: Recommender, data: Interactions, split: str, config: TrainConfig
 ) -> dict[str, float]:
-    """Full-ranking metrics of ``model`` on ``split`` (``valid`` or ``test``)."""
+    """Full-ranking metrics of ``model`` on ``split`` (``valid`` or ``test``).
+
+    With several processes each ranks its shard of the users and the float64 metric sums and user
+    counts are added over ranks before the one division: the single-process metrics, never a mean of
+    per-rank means.
+    """
     truth = data.valid if split == "valid" else data.test
     if truth is None:
         raise ValueError(f"the data has no {split} split")
     users, items = model.representations()
-    return evaluate_ranking(
+    context = distributed.current()
+    sums, count = ranking_sums(
         users,
         items,
         truth,
@@ -207,8 +219,14 @@ def evaluate_split(
         ks=config.evaluation.ks,
         score=config.evaluation.rank_by,
         chunk_size=config.evaluation.eval_chunk_size,
-        progress=_show_progress(config),
+        progress=_show_progress(config) and context.is_main,
+        shard=(context.rank, context.world_size),
     )
+    if context.active:
+        names = list(sums)
+        total = context.sum(torch.tensor([*(sums[n] for n in names), count], dtype=torch.float64))
+        sums, count = dict(zip(names, total[:-1].tolist(), strict=True)), int(total[-1])
+    return metric_means(sums, count)
 
 
 def _show_progress(config: TrainConfig) -> bool:
@@ -249,6 +267,19 @@ def _attach_log(path: Path) -> logging.Handler:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class NoHooks:
+    """The hooks of ranks other than 0: they compute everything and write nothing."""
+
+    def evaluated(self, history: list[dict[str, Any]]) -> None:
+        return None
+
+    def improved(self, best: dict[str, Tensor]) -> None:
+        return None
+
+    def checkpoint(self, trainer: Trainer) -> None:
+        return None
 
 
 class RunHooks:
@@ -304,36 +335,48 @@ def train(config: TrainConfig, data: Interactions | None = None) -> TrainResult:
 
     Everything that can be rejected (the config, the data, an empty evaluation split, an occupied output
     folder) is checked before the run directory is created, so a refused run leaves nothing behind.
+    Under torchrun the ranks train one model together (:mod:`ssmrec.parallel`) and rank 0 alone writes.
     """
     output = Path(config.run.output or Path("runs") / (config.run.name or default_run_name(config)))
-    RunDir.check_available(output)  # before the data is loaded: a refused run costs nothing
-    given_path = config.data.path
-    if given_path is not None and not Path(given_path).is_absolute():  # the run must not depend on the cwd
-        config = config.replace(data={"path": str(Path(given_path).absolute())})
-    with stop_requests() as should_stop:
-        if config.run.threads:
-            torch.set_num_threads(config.run.threads)
-        started = time.perf_counter()
-        if data is None:
-            data = load_dataset(config.data_spec())
-        load_seconds = time.perf_counter() - started
-        check_evaluable(config, data)
-        run = RunDir.create(output)
-        handler = _attach_log(run.path / LOG)
-        try:
-            if config.protocol == "paper":
-                logger.warning("%s", PAPER_PROTOCOL_NOTE)
-            logger.info("data %s: %s (loaded in %.2f s)", data.name, data.counts(), load_seconds)
-            run.write_json(CONFIG, config.to_dict())
-            run.release_claim()
-            run.write_json(DATA, {**data_fingerprint(data), "path_as_given": given_path})
-            run.write_json(ENVIRONMENT, environment())
-            run.write_json(ID_MAPS, id_maps(data))
-            trainer = build_trainer(config, data, should_stop)
-            return _run(trainer, config, data, run, started)
-        finally:
-            logger.removeHandler(handler)
-            handler.close()
+    with distributed.session(config.run.dist_timeout) as context:
+        main = context.is_main
+        # before the data is loaded: a refused run costs nothing
+        context.together(lambda: RunDir.check_available(output) if main else None)
+        given_path = config.data.path
+        if given_path is not None and not Path(given_path).is_absolute():  # the run must not need the cwd
+            config = config.replace(data={"path": str(Path(given_path).absolute())})
+        with stop_requests() as should_stop:
+            if config.run.threads:
+                torch.set_num_threads(config.run.threads)
+            started = time.perf_counter()
+            given = data
+
+            def load() -> Interactions:
+                loaded = given if given is not None else load_dataset(config.data_spec())
+                check_evaluable(config, loaded)
+                return loaded
+
+            data = context.together(load)
+            context.same_everywhere(sorted(data.source.values()), "data files")
+            load_seconds = time.perf_counter() - started
+            run = context.together(lambda: RunDir.create(output) if main else None)
+            handler = _attach_log(run.path / LOG) if run is not None else None
+            try:
+                if run is not None:
+                    if config.protocol == "paper":
+                        logger.warning("%s", PAPER_PROTOCOL_NOTE)
+                    logger.info("data %s: %s (loaded in %.2f s)", data.name, data.counts(), load_seconds)
+                    run.write_json(CONFIG, config.to_dict())
+                    run.release_claim()
+                    run.write_json(DATA, {**data_fingerprint(data), "path_as_given": given_path})
+                    run.write_json(ENVIRONMENT, {**environment(), "world_size": context.world_size})
+                    run.write_json(ID_MAPS, id_maps(data))
+                trainer = build_trainer(config, data, should_stop)
+                return _run(trainer, config, data, run, started, output)
+            finally:
+                if handler is not None:
+                    logger.removeHandler(handler)
+                    handler.close()
 
 
 def resume(path: str | Path, changes: dict[str, Any] | None = None) -> TrainResult:
@@ -342,48 +385,84 @@ def resume(path: str | Path, changes: dict[str, Any] | None = None) -> TrainResu
     ``changes`` (flat keys, as from flags) may only raise the schedule or change reporting
     (:data:`RESUMABLE_CHANGES`); anything that would change the result is refused. The dataset's
     files must be the ones the run saw. A run that died before its first checkpoint starts again
-    from the beginning in the same directory, which gives the same result.
+    from the beginning in the same directory, which gives the same result. Under torchrun rank 0 reads
+    the run directory and hands its config and checkpoint to the other ranks; the checkpoint does not
+    depend on how many processes wrote it, so a run resumes with any number of them.
     """
+    changes = changes or {}
     run = RunDir(path)
-    for needed in (CONFIG, DATA):
-        if not (run.path / needed).is_file():
-            raise SsmrecError(f"{run.path}: not a run directory ({needed} is missing); nothing to resume")
-    recorded = _read_config(run)
-    config = _with_changes(recorded, changes or {}, run.path)
-    with stop_requests() as should_stop:
-        if config.run.threads:
-            torch.set_num_threads(config.run.threads)
-        started = time.perf_counter()
-        data = load_dataset(config.data_spec())
-        _check_same_data(run, data)
-        removed = checkpoint.clean_stale(run.path)
-        saved = checkpoint.latest(run.path)
-        handler = _attach_log(run.path / LOG)
-        try:
-            for entry in removed:
-                logger.info("removed %s left by an interrupted write", entry)
-            (run.path / FINAL).unlink(missing_ok=True)  # the run is unfinished again until it ends
-            run.write_json(CONFIG, config.to_dict())
-            trainer = build_trainer(config, data, should_stop)
-            if saved is None:
-                logger.warning("%s has no checkpoint: training again from the start", run.path)
-                for name in (METRICS, WEIGHTS):
-                    (run.path / name).unlink(missing_ok=True)
-            else:
-                trainer.restore(saved.state, saved.tensors)
-                position = trainer.state
-                logger.info(
-                    "resumed from checkpoint %s: epoch %d%s",
-                    saved.path.name,
-                    position.epoch,
-                    f", batch {position.step} of epoch {position.epoch + 1}" if position.step else "",
-                )
-                trainer.state.stopped_by = None
-                run.write_metrics(trainer.state.history)
-            return _run(trainer, config, data, run, started)
-        finally:
-            logger.removeHandler(handler)
-            handler.close()
+    timeout = float(changes.get("dist_timeout", distributed.DEFAULT_TIMEOUT))
+    with distributed.session(timeout) as context:
+        main = context.is_main
+
+        def read() -> dict[str, Any] | None:
+            if not main:
+                return None
+            for needed in (CONFIG, DATA):
+                if not (run.path / needed).is_file():
+                    raise SsmrecError(
+                        f"{run.path}: not a run directory ({needed} is missing); nothing to resume"
+                    )
+            return _with_changes(_read_config(run), changes, run.path).to_dict()
+
+        config = build_config(context.broadcast(context.together(read)))
+        with stop_requests() as should_stop:
+            if config.run.threads:
+                torch.set_num_threads(config.run.threads)
+            started = time.perf_counter()
+
+            def load() -> Interactions:
+                loaded = load_dataset(config.data_spec())
+                if main:
+                    _check_same_data(run, loaded)
+                return loaded
+
+            data = context.together(load)
+            context.same_everywhere(sorted(data.source.values()), "data files")
+
+            def latest() -> tuple[list[str], Any]:
+                if not main:
+                    return [], None
+                removed = checkpoint.clean_stale(run.path)
+                return removed, checkpoint.latest(run.path)
+
+            removed, saved = context.together(latest)
+            restored = context.broadcast(
+                None if saved is None else (saved.path.name, saved.state, saved.tensors)
+            )
+            handler = _attach_log(run.path / LOG) if main else None
+            try:
+                for entry in removed:
+                    logger.info("removed %s left by an interrupted write", entry)
+                if main:
+                    (run.path / FINAL).unlink(missing_ok=True)  # the run is unfinished again until it ends
+                    run.write_json(CONFIG, config.to_dict())
+                trainer = build_trainer(config, data, should_stop)
+                if restored is None:
+                    logger.warning("%s has no checkpoint: training again from the start", run.path)
+                    for name in (METRICS, WEIGHTS):
+                        if main:
+                            (run.path / name).unlink(missing_ok=True)
+                else:
+                    name, state, tensors = restored
+                    trainer.restore(state, tensors)
+                    position = trainer.state
+                    logger.info(
+                        "resumed from checkpoint %s: epoch %d%s (%d process%s)",
+                        name,
+                        position.epoch,
+                        f", batch {position.step} of epoch {position.epoch + 1}" if position.step else "",
+                        context.world_size,
+                        "es" if context.world_size > 1 else "",
+                    )
+                    trainer.state.stopped_by = None
+                    if main:
+                        run.write_metrics(trainer.state.history)
+                return _run(trainer, config, data, run if main else None, started, run.path)
+            finally:
+                if handler is not None:
+                    logger.removeHandler(handler)
+                    handler.close()
 
 
 def _read_config(run: RunDir) -> TrainConfig:
@@ -434,9 +513,15 @@ def _check_same_data(run: RunDir, data: Interactions) -> None:
 
 
 def _run(
-    trainer: Trainer, config: TrainConfig, data: Interactions, run: RunDir, started: float
+    trainer: Trainer,
+    config: TrainConfig,
+    data: Interactions,
+    run: RunDir | None,
+    started: float,
+    output: Path,
 ) -> TrainResult:
-    """Fit, then finish the run directory whatever ended the loop (module docstring)."""
+    """Fit, then finish the run directory whatever ended the loop (module docstring); ``run`` is
+    ``None`` on ranks other than 0, which compute the same and write nothing."""
     logger.info(
         "model %s, loss %s, %d training pairs, %d batches of %d per epoch",
         config.model.describe(),
@@ -446,7 +531,7 @@ def _run(
         config.optim.batch_size,
     )
     logger.info("objective %r, negatives %r", trainer.objective, trainer.sampler)
-    hooks = RunHooks(run, config)
+    hooks: RunHooks | NoHooks = RunHooks(run, config) if run is not None else NoHooks()
     fault: NonFiniteError | None = None
     try:
         state = trainer.fit(hooks, config.selection_split)
@@ -454,7 +539,7 @@ def _run(
         fault, state = error, trainer.state
         state.stopped_by = "non-finite loss"
         logger.error("%s", _non_finite_message(error, config))
-    return _finish(trainer, state, config, data, run, started, fault)
+    return _finish(trainer, state, config, data, run, started, fault, output)
 
 
 def _non_finite_message(error: NonFiniteError, config: TrainConfig) -> str:
@@ -475,14 +560,16 @@ def _finish(
     state: TrainerState,
     config: TrainConfig,
     data: Interactions,
-    run: RunDir,
+    run: RunDir | None,
     started: float,
     fault: NonFiniteError | None,
+    output: Path,
 ) -> TrainResult:
     model = trainer.model
     if not state.history and fault is None:
         trainer.best_weights = {k: v.clone() for k, v in model.state_dict().items()}
-        run.save_weights(trainer.best_weights)
+        if run is not None:
+            run.save_weights(trainer.best_weights)
     model.load_state_dict(trainer.best_weights)
     final: dict[str, Any] = {
         "protocol": config.protocol,
@@ -507,7 +594,11 @@ def _finish(
         for split in ("valid", "test"):
             if split == "valid" and data.valid is None:
                 continue
-            final[split] = evaluate_split(model, data, split, config)
+            final[split] = evaluate_split(model, data, split, config)  # every rank: a collective
+    if run is None:
+        stopped_early = state.stopped_by == "early stop"
+        return TrainResult(output, state.best_epoch, state.epoch, stopped_early, state.history, final, False)
+    if fault is None or state.history:
         final["weights_sha256"] = _sha256(run.path / WEIGHTS)
     final["config_sha256"] = _sha256(run.path / CONFIG)
     run.write_json(FINAL, final)
