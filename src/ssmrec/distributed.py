@@ -202,6 +202,11 @@ def environment_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
+def restart_count() -> int:
+    """How many times torchrun has restarted this run's workers (``--max-restarts``; 0 without torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
 def rank_device(prefer_cuda: bool = True) -> torch.device:
     """The device of this rank: ``cuda:LOCAL_RANK`` when CUDA is available and wanted, else the CPU.
 

@@ -335,11 +335,16 @@ def train(config: TrainConfig, data: Interactions | None = None) -> TrainResult:
 
     Everything that can be rejected (the config, the data, an empty evaluation split, an occupied output
     folder) is checked before the run directory is created, so a refused run leaves nothing behind.
-    Under torchrun the ranks train one model together (:mod:`ssmrec.parallel`) and rank 0 alone writes.
+    Under torchrun the ranks train one model together (:mod:`ssmrec.parallel`) and rank 0 alone writes;
+    when torchrun restarts the command (``--max-restarts``) and ``output`` holds the run, it resumes.
     """
     output = Path(config.run.output or Path("runs") / (config.run.name or default_run_name(config)))
     with distributed.session(config.run.dist_timeout) as context:
         main = context.is_main
+        # torchrun --max-restarts started this command again after a lost rank: continue the run
+        if context.agree(main and distributed.restart_count() > 0 and (output / CONFIG).is_file()):
+            logger.warning("restart %d of a torchrun run: resuming %s", distributed.restart_count(), output)
+            return resume(output)
         # before the data is loaded: a refused run costs nothing
         context.together(lambda: RunDir.check_available(output) if main else None)
         given_path = config.data.path

@@ -167,7 +167,21 @@ def _history(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-def test_two_machines_on_localhost_train_like_one_and_resume_with_one(data: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def single_run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference: one plain process, 3 epochs, through the CLI."""
+    one = tmp_path_factory.mktemp("single") / "one"
+    env = child_env(SSMREC_CACHE=str(tmp_path_factory.mktemp("cache-single")))
+    single = subprocess.run(
+        [sys.executable, "-m", "ssmrec", *_train_flags(data, one, 3)], env=env, capture_output=True, text=True
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    return one
+
+
+def test_two_machines_on_localhost_train_like_one_and_resume_with_one(
+    data: Path, tmp_path: Path, single_run: Path
+) -> None:
     """Two torchrun invocations (--nnodes 2, one process each, rendezvous on 127.0.0.1) train 2 epochs
     through the real CLI; the run then resumes with a single process to 3 epochs. Every epoch's metrics
     and the final weights equal those of one process trained 3 epochs straight."""
@@ -185,11 +199,7 @@ def test_two_machines_on_localhost_train_like_one_and_resume_with_one(data: Path
         )
         for node in (0, 1)
     ]  # fmt: skip
-    one = tmp_path / "one"
-    single = subprocess.run(
-        [sys.executable, "-m", "ssmrec", *_train_flags(data, one, 3)], env=env, capture_output=True, text=True
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
+    one = single_run
     outputs = [node.communicate(timeout=240) for node in nodes]
     for node, (_, errors) in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, errors[-3000:]
@@ -215,3 +225,25 @@ def test_two_machines_on_localhost_train_like_one_and_resume_with_one(data: Path
     weights, expected = load_file(two / "model.safetensors"), load_file(one / "model.safetensors")
     for name in expected:
         torch.testing.assert_close(weights[name], expected[name], rtol=1e-5, atol=1e-6)
+
+
+def test_torchrun_restart_after_a_lost_rank_resumes_the_run(
+    data: Path, tmp_path: Path, single_run: Path
+) -> None:
+    """``torchrun --max-restarts 1`` with both ranks killed at their 18th step (epoch 2 of 12-step
+    epochs): the
+    restarted command resumes from the epoch-1 checkpoint and ends like one uninterrupted process."""
+    env = child_env(SSMREC_CACHE=str(tmp_path / "cache"), SSMREC_FAULT="step:18")
+    run = tmp_path / "restarted"
+    command = [
+        *TORCHRUN, "--nproc-per-node", "2", "--max-restarts", "1", "--master-port", str(free_port()),
+        "-m", "ssmrec", *_train_flags(data, run, 2),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming" in done.stderr and "resumed from checkpoint" in done.stderr
+    final = json.loads((run / "final_metrics.json").read_text())
+    assert final["epochs_run"] == 2
+    for got, want in zip(_history(run), _history(single_run)[:2], strict=True):
+        assert got["recall@20"] == pytest.approx(want["recall@20"], abs=1e-12)
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
