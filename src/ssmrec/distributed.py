@@ -179,8 +179,7 @@ class Context:
             if not grads:
                 return
             flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            dist.broadcast(flat, src=0)  # replicas stay bit-identical
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)  # every rank receives the same sums
         except (RuntimeError, dist.DistError) as error:
             raise self._failed("the gradient sum", error) from error
         offset = 0
