@@ -237,7 +237,13 @@ def session(timeout: float = DEFAULT_TIMEOUT, prefer_cuda: bool = False) -> Iter
     if device.type == "cuda":
         torch.cuda.set_device(device)
     try:
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+        dist.init_process_group(
+            backend,
+            store=_attempt_store(timeout),
+            rank=int(os.environ["RANK"]),
+            world_size=environment_world_size(),
+            timeout=timedelta(seconds=timeout),
+        )
     except (RuntimeError, ValueError, dist.DistError) as error:
         raise PeerLostError(f"could not join the process group ({backend}): {error}") from error
     context = Context(
@@ -262,6 +268,28 @@ def session(timeout: float = DEFAULT_TIMEOUT, prefer_cuda: bool = False) -> Iter
         if not failed:  # after a lost peer the group is unusable; the process is about to exit anyway
             with contextlib.suppress(RuntimeError, dist.DistError):
                 dist.destroy_process_group()
+
+
+def _attempt_store(timeout: float) -> dist.Store:
+    """The rendezvous store of torchrun's environment, with keys of this attempt only.
+
+    After ``--max-restarts`` restarts the workers, torchrun's agent (static rendezvous) keeps its store,
+    which still holds the dead workers' gloo addresses under the same keys: a new worker could read one
+    and fail to connect ("Connection refused", seen in this project's restart test). A prefix per
+    restart keeps the attempts apart.
+    """
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    rank, world_size = int(os.environ["RANK"]), environment_world_size()
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        host,
+        port,
+        world_size,
+        is_master=not agent_hosts and rank == 0,
+        timeout=timedelta(seconds=timeout),
+        multi_tenant=not agent_hosts,
+    )
+    return dist.PrefixStore(f"ssmrec/attempt-{restart_count()}", store)
 
 
 class _GatherRows(torch.autograd.Function):

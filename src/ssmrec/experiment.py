@@ -219,7 +219,7 @@ def evaluate_split(
         ks=config.evaluation.ks,
         score=config.evaluation.rank_by,
         chunk_size=config.evaluation.eval_chunk_size,
-        progress=_show_progress(config) and context.is_main,
+        progress=_show_progress(config),
         shard=(context.rank, context.world_size),
     )
     if context.active:
@@ -230,7 +230,7 @@ def evaluate_split(
 
 
 def _show_progress(config: TrainConfig) -> bool:
-    return config.run.progress and sys.stderr.isatty()
+    return config.run.progress and sys.stderr.isatty() and distributed.current().is_main
 
 
 def check_evaluable(config: TrainConfig, data: Interactions) -> None:
@@ -342,8 +342,10 @@ def train(config: TrainConfig, data: Interactions | None = None) -> TrainResult:
     with distributed.session(config.run.dist_timeout) as context:
         main = context.is_main
         # torchrun --max-restarts started this command again after a lost rank: continue the run
-        if context.agree(main and distributed.restart_count() > 0 and (output / CONFIG).is_file()):
-            logger.warning("restart %d of a torchrun run: resuming %s", distributed.restart_count(), output)
+        restarts = distributed.restart_count()
+        if context.agree(main and restarts > 0 and (output / CONFIG).is_file()):
+            if main:
+                logger.warning("restart %d of a torchrun run: resuming %s", restarts, output)
             return resume(output)
         # before the data is loaded: a refused run costs nothing
         context.together(lambda: RunDir.check_available(output) if main else None)

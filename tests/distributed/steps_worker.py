@@ -16,7 +16,8 @@ import torch
 from ssmrec import distributed
 from ssmrec.config import resolve_config
 from ssmrec.data import load_dataset
-from ssmrec.experiment import build_trainer, evaluate_split
+from ssmrec.evaluate import ranking_sums
+from ssmrec.experiment import build_trainer, evaluate_split, exclusions
 
 CASES: dict[str, dict[str, Any]] = {
     "ssm-inbatch-cosine-lightgcn": {
@@ -73,11 +74,19 @@ def run_cases(data_path: str, cases: list[str] | None = None) -> dict[str, Any]:
 
 
 def sharded_evaluation(data_path: str) -> dict[str, Any]:
-    """The test-split metrics of a freshly initialised model (each rank ranks its shard of the users)."""
+    """Test-split metrics of a freshly initialised model, merged over ranks, and this rank's own shard
+    (its float64 sums and user count, unmerged)."""
     config = resolve_config({}, {**COMMON, **CASES["ssm-sampled-uniform"], "data": {"path": data_path}})
     data = load_dataset(config.data_spec())
     trainer = build_trainer(config, data)
-    return {"merged": evaluate_split(trainer.model, data, "test", config)}
+    users, items = trainer.model.representations()
+    context = distributed.current()
+    sums, count = ranking_sums(
+        users, items, data.test, exclusions(data, "test"), config.evaluation.ks,
+        shard=(context.rank, context.world_size),
+    )  # fmt: skip
+    merged = evaluate_split(trainer.model, data, "test", config)
+    return {"merged": merged, "shard_sums": sums, "shard_users": count}
 
 
 def main(data_path: str, out: str) -> None:
