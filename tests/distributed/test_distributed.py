@@ -64,11 +64,12 @@ def two_and_one(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[d
     port = str(free_port())
     command = [*TORCHRUN, "--nproc-per-node", "2", "--master-port", port, str(WORKER), str(data), str(out)]
     env = child_env(SSMREC_CACHE=str(cache))
-    launched = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    log = out / "torchrun.err"
+    launched = subprocess.Popen(command, env=env, stderr=log.open("w"))
     worker = _worker_module()  # meanwhile the reference, in this process
     single = {"cases": worker.run_cases(str(data)), "evaluation": worker.sharded_evaluation(str(data))}
-    _, errors = launched.communicate(timeout=240)
-    assert launched.returncode == 0, errors[-3000:]
+    launched.wait(timeout=240)
+    assert launched.returncode == 0, log.read_text()[-3000:]
     return torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt"), single
 
 
@@ -174,15 +175,18 @@ def _stopped(pid: int) -> bool:
     return state == "T"
 
 
-def _outputs(procs: list[subprocess.Popen], timeout: float) -> list[tuple[str, str]]:
-    """Every process's (stdout, stderr); on a timeout all are killed and their stderr shown."""
+def _outputs(procs: list[subprocess.Popen], logs: list[Path], timeout: float) -> list[tuple[str, str]]:
+    """(stdout, stderr) of processes writing to ``<log>.out`` / ``.err``; on a timeout all are killed
+    and their stderr shown (files, not pipes: a full pipe would block a rank)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(proc.poll() is None for proc in procs):
         time.sleep(0.1)
     hung = [proc for proc in procs if proc.poll() is None]
-    for proc in hung:
-        proc.kill()
-    outputs = [proc.communicate() for proc in procs]
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    outputs = [(Path(f"{log}.out").read_text(), Path(f"{log}.err").read_text()) for log in logs]
     assert not hung, "\n---\n".join(errors[-2000:] for _, errors in outputs)
     return outputs
 
@@ -219,12 +223,14 @@ def test_two_machines_on_localhost_train_like_one_and_resume_with_one(
                 "--master-addr", "127.0.0.1", "--master-port", port, "-m", "ssmrec",
                 *_train_flags(data, two, 2), "--keep-checkpoint", "true",
             ],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env, stdout=(tmp_path / f"node{node}.out").open("w"),
+            stderr=(tmp_path / f"node{node}.err").open("w"),
         )
         for node in (0, 1)
     ]  # fmt: skip
+    logs = [tmp_path / f"node{node}" for node in (0, 1)]
     one = single_run
-    outputs = _outputs(nodes, timeout=240)
+    outputs = _outputs(nodes, logs, timeout=240)
     for node, (_, errors) in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, errors[-3000:]
     summary = json.loads(outputs[0][0][outputs[0][0].index("{") :])  # rank 0 reports the run
