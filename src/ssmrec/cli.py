@@ -98,6 +98,7 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--checkpoint-every", "checkpoint_every", int, "write a resumable checkpoint every N epochs"),
     ("--keep-checkpoint", "keep_checkpoint", _boolean, "true: a finished run keeps its last checkpoint"),
     ("--name", "name", str, "run name under runs/"),
+    ("--dist-timeout", "dist_timeout", float, "under torchrun: seconds a collective waits for a lost rank"),
 ]
 
 
@@ -167,8 +168,9 @@ def _train(args: argparse.Namespace) -> int:
         if not config.data.dataset and not config.data.path:
             raise SsmrecError("no data: give --dataset NAME, --data PATH, or a --preset")
         result = train(config)
-    summary = {"run_dir": str(result.run_dir), **result.final}
-    print(json.dumps(summary, indent=2))
+    if result.primary:  # rank 0 of a several-process run reports it
+        summary = {"run_dir": str(result.run_dir), **result.final}
+        print(json.dumps(summary, indent=2))
     return result.exit_code
 
 

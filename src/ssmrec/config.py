@@ -329,6 +329,8 @@ class RunSpec:
     keep_checkpoint: bool = False
     device: str = "auto"
     deterministic: bool = False
+    dist_timeout: float = 300.0
+    """Seconds a collective of a several-process run may wait before the run fails (a lost rank)."""
 
     def __post_init__(self) -> None:
         try:
@@ -339,6 +341,7 @@ class RunSpec:
             [
                 (self.threads is None or self.threads >= 1, "threads must be >= 1"),
                 (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+                (self.dist_timeout > 0, "dist_timeout must be > 0 seconds"),
             ]
         )
 

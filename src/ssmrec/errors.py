@@ -66,3 +66,10 @@ def os_errors_name(path: str | Path) -> Iterator[None]:
         if error.filename is None:
             error.filename = str(path)
         raise
+
+
+class PeerLostError(SsmrecError):
+    """A collective of a several-process run failed or timed out: another rank died, hung, or the network
+    between them broke (``ssmrec train`` exits with status 4)."""
+
+    exit_code = 4

@@ -30,14 +30,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ssmrec import checkpoint, faults
+from ssmrec import checkpoint, distributed, faults
 from ssmrec.config import TrainConfig, build_config, upgrade_legacy
 from ssmrec.data import Interactions, load_dataset
 from ssmrec.device import describe_device, deterministic_mode, device_summary, resolve_device
 from ssmrec.errors import ConfigError, SsmrecError, StorageError, describe_os_error
-from ssmrec.evaluate import evaluate_ranking
+from ssmrec.evaluate import metric_means, ranking_sums
 from ssmrec.losses import Objective, build_loss
 from ssmrec.models import Recommender, build_model
+from ssmrec.parallel import DataParallel
 from ssmrec.rundir import (
     CONFIG,
     DATA,
@@ -80,6 +81,7 @@ RESUMABLE_CHANGES = {
     ("run", "checkpoint_every"),
     ("run", "device"),
     ("run", "deterministic"),
+    ("run", "dist_timeout"),
 }
 """Settings ``--resume`` may change: they extend or report a run, never change what it computed."""
 
@@ -94,6 +96,8 @@ class TrainResult:
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
     final: dict[str, Any] = field(default_factory=dict)
+    primary: bool = True
+    """This process reports the run (false on ranks other than 0 of a several-process run)."""
 
     @property
     def stopped_by(self) -> str:
@@ -204,6 +208,7 @@ def build_trainer(
     rng = seed_everything(config.optim.seed)
     setup = build_training(config, data, device or resolve_device(config.run.device))
     split = config.selection_split
+    context = distributed.current()  # several processes: every rank builds the same replica
     trainer = Trainer(
         setup,
         data,
@@ -211,6 +216,7 @@ def build_trainer(
         rng,
         evaluate=lambda model: evaluate_split(model, data, split, config),
         should_stop=should_stop,
+        replicas=DataParallel(context) if context.active else None,
     )
     trainer.record_fields = {"protocol": config.protocol}
     return trainer
@@ -229,12 +235,18 @@ def exclusions(data: Interactions, split: str) -> list:
 def evaluate_split(
     model: Recommender, data: Interactions, split: str, config: TrainConfig
 ) -> dict[str, float]:
-    """Full-ranking metrics of ``model`` on ``split`` (``valid`` or ``test``)."""
+    """Full-ranking metrics of ``model`` on ``split`` (``valid`` or ``test``).
+
+    With several processes each ranks its shard of the users and the float64 metric sums and user
+    counts are added over ranks before the one division: the single-process metrics, never a mean of
+    per-rank means.
+    """
     truth = data.valid if split == "valid" else data.test
     if truth is None:
         raise ValueError(f"the data has no {split} split")
     users, items = model.representations()
-    return evaluate_ranking(
+    context = distributed.current()
+    sums, count = ranking_sums(
         users,
         items,
         truth,
@@ -243,11 +255,17 @@ def evaluate_split(
         score=config.evaluation.rank_by,
         chunk_size=config.evaluation.eval_chunk_size,
         progress=_show_progress(config),
+        shard=(context.rank, context.world_size),
     )
+    if context.active:
+        names = list(sums)
+        total = context.sum(torch.tensor([*(sums[n] for n in names), count], dtype=torch.float64))
+        sums, count = dict(zip(names, total[:-1].tolist(), strict=True)), int(total[-1])
+    return metric_means(sums, count)
 
 
 def _show_progress(config: TrainConfig) -> bool:
-    return config.run.progress and sys.stderr.isatty()
+    return config.run.progress and sys.stderr.isatty() and distributed.current().is_main
 
 
 def check_evaluable(config: TrainConfig, data: Interactions) -> None:
@@ -284,6 +302,19 @@ def _attach_log(path: Path) -> logging.Handler:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class NoHooks:
+    """The hooks of ranks other than 0: they compute everything and write nothing."""
+
+    def evaluated(self, history: list[dict[str, Any]]) -> None:
+        return None
+
+    def improved(self, best: dict[str, Tensor]) -> None:
+        return None
+
+    def checkpoint(self, trainer: Trainer) -> None:
+        return None
 
 
 class RunHooks:
@@ -343,50 +374,70 @@ def train(
 
     Everything that can be rejected (the config, the data, an empty evaluation split, an occupied output
     folder) is checked before the run directory is created, so a refused run leaves nothing behind.
+    Under torchrun the ranks train one model together (:mod:`ssmrec.parallel`) and rank 0 alone writes;
+    when torchrun restarts the command (``--max-restarts``) and ``output`` holds the run, it resumes.
     """
     device = resolve_device(config.run.device)  # a missing GPU is refused before anything is written
     output = Path(config.run.output or Path("runs") / (config.run.name or default_run_name(config)))
-    RunDir.check_available(output)  # before the data is loaded: a refused run costs nothing
-    given_path = config.data.path
-    if given_path is not None and not Path(given_path).is_absolute():  # the run must not depend on the cwd
-        config = config.replace(data={"path": str(Path(given_path).absolute())})
-    if given_path is not None and _is_stream(Path(given_path)):
-        logger.warning(
-            "warning: --data %s is a pipe or device, read once as a stream; the run records that path, "
-            "which cannot be read again, so `ssmrec evaluate` and `--resume` will not work on this run; "
-            "save the data to a file and give that to --data for a run you can re-evaluate",
-            given_path,
-        )
-    with stop_requests() as should_stop, deterministic_mode(config.run.deterministic, device):
-        if config.run.threads:
-            torch.set_num_threads(config.run.threads)
-        started = time.perf_counter()
-        if data is None:
-            data = load_dataset(config.data_spec())
-        load_seconds = time.perf_counter() - started
-        check_evaluable(config, data)
-        run = RunDir.create(output)
-        handler = _attach_log(run.path / LOG)
-        try:
-            if config.protocol == "paper":
-                logger.warning("%s", PAPER_PROTOCOL_NOTE)
-            logger.info("data %s: %s (loaded in %.2f s)", data.name, data.counts(), load_seconds)
-            run.write_json(CONFIG, config.to_dict())
-            run.release_claim()
-            run.write_json(DATA, {**data_fingerprint(data), "path_as_given": given_path})
-            placement = _placement(device, config)
-            run.write_json(ENVIRONMENT, {**environment(), **placement})
-            run.write_json(ID_MAPS, id_maps(data))
-            trainer = build_trainer(config, data, should_stop, device)
-            with _disk_faults(run):
-                return _run(trainer, config, data, run, started, watch)
-        finally:
-            logger.removeHandler(handler)
-            handler.close()
+    with distributed.session(config.run.dist_timeout, prefer_cuda=device.type == "cuda") as context:
+        device = _rank_device(device, context)
+        main = context.is_main
+        # torchrun --max-restarts started this command again after a lost rank: continue the run
+        restarts = distributed.restart_count()
+        if context.agree(main and restarts > 0 and (output / CONFIG).is_file()):
+            if main:
+                logger.warning("restart %d of a torchrun run: resuming %s", restarts, output)
+            return resume(output, watch=watch)
+        # before the data is loaded: a refused run costs nothing
+        context.together(lambda: RunDir.check_available(output) if main else None)
+        given_path = config.data.path
+        if given_path is not None and not Path(given_path).is_absolute():  # the run must not need the cwd
+            config = config.replace(data={"path": str(Path(given_path).absolute())})
+        if main and given_path is not None and _is_stream(Path(given_path)):
+            logger.warning(
+                "warning: --data %s is a pipe or device, read once as a stream; the run records that path, "
+                "which cannot be read again, so `ssmrec evaluate` and `--resume` will not work on this run; "
+                "save the data to a file and give that to --data for a run you can re-evaluate",
+                given_path,
+            )
+        with stop_requests() as should_stop, deterministic_mode(config.run.deterministic, device):
+            if config.run.threads:
+                torch.set_num_threads(config.run.threads)
+            started = time.perf_counter()
+            given = data
+
+            def load() -> Interactions:
+                loaded = given if given is not None else load_dataset(config.data_spec())
+                check_evaluable(config, loaded)
+                return loaded
+
+            data = context.together(load)
+            context.same_everywhere(sorted(data.source.values()), "data files")
+            load_seconds = time.perf_counter() - started
+            run = context.together(lambda: RunDir.create(output) if main else None)
+            handler = _attach_log(run.path / LOG) if run is not None else None
+            try:
+                if run is not None:
+                    if config.protocol == "paper":
+                        logger.warning("%s", PAPER_PROTOCOL_NOTE)
+                    logger.info("data %s: %s (loaded in %.2f s)", data.name, data.counts(), load_seconds)
+                    run.write_json(CONFIG, config.to_dict())
+                    run.release_claim()
+                    run.write_json(DATA, {**data_fingerprint(data), "path_as_given": given_path})
+                    placement = {**_placement(device, config), "world_size": context.world_size}
+                    run.write_json(ENVIRONMENT, {**environment(), **placement})
+                    run.write_json(ID_MAPS, id_maps(data))
+                trainer = build_trainer(config, data, should_stop, device)
+                with _disk_faults(output):
+                    return _run(trainer, config, data, run, started, output, watch)
+            finally:
+                if handler is not None:
+                    logger.removeHandler(handler)
+                    handler.close()
 
 
 @contextlib.contextmanager
-def _disk_faults(run: RunDir) -> Iterator[None]:
+def _disk_faults(output: Path) -> Iterator[None]:
     """A full or read-only disk mid-run becomes one :class:`StorageError` that says how to go on.
 
     Every file of the run is written atomically (temp file, then rename; a failed write removes its
@@ -396,10 +447,18 @@ def _disk_faults(run: RunDir) -> Iterator[None]:
         yield
     except OSError as error:
         raise StorageError(
-            f"{describe_os_error(error)}; the run in {run.path} stopped there (each of its files is "
+            f"{describe_os_error(error)}; the run in {output} stopped there (each of its files is "
             f"whole: they are written atomically); once the disk has room, continue it with: "
-            f"ssmrec train --resume {run.path}"
+            f"ssmrec train --resume {output}"
         ) from error
+
+
+def _rank_device(device: torch.device, context: distributed.Context) -> torch.device:
+    """The run's device for this process: under torchrun a GPU run gives each rank its own GPU
+    (``cuda:LOCAL_RANK``), whatever index ``--device`` named."""
+    if context.world_size > 1:
+        return distributed.rank_device(device.type == "cuda")
+    return device
 
 
 def _is_stream(path: Path) -> bool:
@@ -415,53 +474,94 @@ def resume(
     ``changes`` (flat keys, as from flags) may only raise the schedule or change reporting
     (:data:`RESUMABLE_CHANGES`); anything that would change the result is refused. The dataset's
     files must be the ones the run saw. A run that died before its first checkpoint starts again
-    from the beginning in the same directory, which gives the same result.
+    from the beginning in the same directory, which gives the same result. Under torchrun rank 0 reads
+    the run directory and hands its config and checkpoint to the other ranks; the checkpoint does not
+    depend on how many processes wrote it, so a run resumes with any number of them.
     """
+    changes = changes or {}
     run = RunDir(path)
-    for needed in (CONFIG, DATA):
-        if not (run.path / needed).is_file():
-            raise SsmrecError(f"{run.path}: not a run directory ({needed} is missing); nothing to resume")
-    recorded = _read_config(run)
-    config = _with_changes(recorded, changes or {}, run.path)
-    device = resolve_device(config.run.device)  # before the run directory is touched
-    with stop_requests() as should_stop, deterministic_mode(config.run.deterministic, device):
-        if config.run.threads:
-            torch.set_num_threads(config.run.threads)
-        started = time.perf_counter()
-        data = load_dataset(config.data_spec())
-        _check_same_data(run, data)
-        removed = checkpoint.clean_stale(run.path)
-        saved = checkpoint.latest(run.path)
-        handler = _attach_log(run.path / LOG)
-        try:
-            for entry in removed:
-                logger.info("removed %s left by an interrupted write", entry)
-            (run.path / FINAL).unlink(missing_ok=True)  # the run is unfinished again until it ends
-            run.write_json(CONFIG, config.to_dict())
-            recorded_environment = run.read_json(ENVIRONMENT) if (run.path / ENVIRONMENT).is_file() else {}
-            recorded_environment.setdefault("resumed_on", []).append(_placement(device, config))
-            run.write_json(ENVIRONMENT, recorded_environment)
-            trainer = build_trainer(config, data, should_stop, device)
-            if saved is None:
-                logger.warning("%s has no checkpoint: training again from the start", run.path)
-                for name in (METRICS, WEIGHTS):
-                    (run.path / name).unlink(missing_ok=True)
-            else:
-                trainer.restore(saved.state, saved.tensors)
-                position = trainer.state
-                logger.info(
-                    "resumed from checkpoint %s: epoch %d%s",
-                    saved.path.name,
-                    position.epoch,
-                    f", batch {position.step} of epoch {position.epoch + 1}" if position.step else "",
-                )
-                trainer.state.stopped_by = None
-                run.write_metrics(trainer.state.history)
-            with _disk_faults(run):
-                return _run(trainer, config, data, run, started, watch)
-        finally:
-            logger.removeHandler(handler)
-            handler.close()
+    requested = changes.get("device")
+    wants_cuda = torch.cuda.is_available() and not str(requested or "auto").startswith(("cpu", "mps"))
+    timeout = float(changes.get("dist_timeout", distributed.DEFAULT_TIMEOUT))
+    with distributed.session(timeout, prefer_cuda=wants_cuda) as context:
+        main = context.is_main
+
+        def read() -> dict[str, Any] | None:
+            if not main:
+                return None
+            for needed in (CONFIG, DATA):
+                if not (run.path / needed).is_file():
+                    raise SsmrecError(
+                        f"{run.path}: not a run directory ({needed} is missing); nothing to resume"
+                    )
+            return _with_changes(_read_config(run), changes, run.path).to_dict()
+
+        config = build_config(context.broadcast(context.together(read)))
+        device = context.together(lambda: resolve_device(config.run.device))  # before any write
+        if context.world_size > 1:  # the process group's backend fixed where the ranks compute
+            device = distributed.rank_device(wants_cuda)
+        with stop_requests() as should_stop, deterministic_mode(config.run.deterministic, device):
+            if config.run.threads:
+                torch.set_num_threads(config.run.threads)
+            started = time.perf_counter()
+
+            def load() -> Interactions:
+                loaded = load_dataset(config.data_spec())
+                if main:
+                    _check_same_data(run, loaded)
+                return loaded
+
+            data = context.together(load)
+            context.same_everywhere(sorted(data.source.values()), "data files")
+
+            def latest() -> tuple[list[str], Any]:
+                if not main:
+                    return [], None
+                removed = checkpoint.clean_stale(run.path)
+                return removed, checkpoint.latest(run.path)
+
+            removed, saved = context.together(latest)
+            restored = context.broadcast(
+                None if saved is None else (saved.path.name, saved.state, saved.tensors)
+            )
+            handler = _attach_log(run.path / LOG) if main else None
+            try:
+                for entry in removed:
+                    logger.info("removed %s left by an interrupted write", entry)
+                if main:
+                    (run.path / FINAL).unlink(missing_ok=True)  # the run is unfinished again until it ends
+                    run.write_json(CONFIG, config.to_dict())
+                    recorded = run.read_json(ENVIRONMENT) if (run.path / ENVIRONMENT).is_file() else {}
+                    placement = {**_placement(device, config), "world_size": context.world_size}
+                    recorded.setdefault("resumed_on", []).append(placement)
+                    run.write_json(ENVIRONMENT, recorded)
+                trainer = build_trainer(config, data, should_stop, device)
+                if restored is None:
+                    logger.warning("%s has no checkpoint: training again from the start", run.path)
+                    for name in (METRICS, WEIGHTS):
+                        if main:
+                            (run.path / name).unlink(missing_ok=True)
+                else:
+                    name, state, tensors = restored
+                    trainer.restore(state, tensors)
+                    position = trainer.state
+                    logger.info(
+                        "resumed from checkpoint %s: epoch %d%s (%d process%s)",
+                        name,
+                        position.epoch,
+                        f", batch {position.step} of epoch {position.epoch + 1}" if position.step else "",
+                        context.world_size,
+                        "es" if context.world_size > 1 else "",
+                    )
+                    trainer.state.stopped_by = None
+                    if main:
+                        run.write_metrics(trainer.state.history)
+                with _disk_faults(run.path):
+                    return _run(trainer, config, data, run if main else None, started, run.path, watch)
+            finally:
+                if handler is not None:
+                    logger.removeHandler(handler)
+                    handler.close()
 
 
 def _placement(device: torch.device, config: TrainConfig) -> dict[str, Any]:
@@ -527,11 +627,13 @@ def _run(
     trainer: Trainer,
     config: TrainConfig,
     data: Interactions,
-    run: RunDir,
+    run: RunDir | None,
     started: float,
+    output: Path,
     watch: RunWatch | None = None,
 ) -> TrainResult:
-    """Fit, then finish the run directory whatever ended the loop (module docstring)."""
+    """Fit, then finish the run directory whatever ended the loop (module docstring); ``run`` is
+    ``None`` on ranks other than 0, which compute the same and write nothing."""
     logger.info(
         "model %s, loss %s, %d training pairs, %d batches of %d per epoch",
         config.model.describe(),
@@ -541,7 +643,7 @@ def _run(
         config.optim.batch_size,
     )
     logger.info("objective %r, negatives %r", trainer.objective, trainer.sampler)
-    hooks = RunHooks(run, config, watch)
+    hooks: RunHooks | NoHooks = RunHooks(run, config, watch) if run is not None else NoHooks()
     fault: NonFiniteError | None = None
     try:
         state = trainer.fit(hooks, config.selection_split)
@@ -549,7 +651,8 @@ def _run(
         fault, state = error, trainer.state
         state.stopped_by = "non-finite loss"
         logger.error("%s", _non_finite_message(error, config))
-    return _finish(trainer, state, config, data, run, started, fault, hooks.watch.final_splits)
+    splits = watch.final_splits if watch is not None else RunWatch().final_splits
+    return _finish(trainer, state, config, data, run, started, fault, output, splits)
 
 
 def _non_finite_message(error: NonFiniteError, config: TrainConfig) -> str:
@@ -570,15 +673,17 @@ def _finish(
     state: TrainerState,
     config: TrainConfig,
     data: Interactions,
-    run: RunDir,
+    run: RunDir | None,
     started: float,
     fault: NonFiniteError | None,
+    output: Path,
     splits: tuple[str, ...] = ("valid", "test"),
 ) -> TrainResult:
     model = trainer.model
     if not state.history and fault is None:
         trainer.best_weights = {k: v.clone() for k, v in model.state_dict().items()}
-        run.save_weights(trainer.best_weights)
+        if run is not None:
+            run.save_weights(trainer.best_weights)
     model.load_state_dict(trainer.best_weights)
     final: dict[str, Any] = {
         "protocol": config.protocol,
@@ -603,7 +708,11 @@ def _finish(
         for split in splits:
             if split == "valid" and data.valid is None:
                 continue
-            final[split] = evaluate_split(model, data, split, config)
+            final[split] = evaluate_split(model, data, split, config)  # every rank: a collective
+    if run is None:
+        stopped_early = state.stopped_by == "early stop"
+        return TrainResult(output, state.best_epoch, state.epoch, stopped_early, state.history, final, False)
+    if fault is None or state.history:
         final["weights_sha256"] = _sha256(run.path / WEIGHTS)
     final["config_sha256"] = _sha256(run.path / CONFIG)
     run.write_json(FINAL, final)

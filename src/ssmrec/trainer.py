@@ -136,8 +136,25 @@ def batch_loss(model: Recommender, objective: Objective, batch: Batch, reg: floa
     """The loss of one batch: the objective on the batch's representations plus the L2 regulariser.
 
     The regulariser covers the ego embeddings of the batch's users, positives and sampled negatives
-    (a shared negative once). Objectives that score all items (``needs_all_items``) get one full
-    forward, whose item table ``batch.all_items`` returns.
+    (a shared negative once). Representations come from :func:`encode_batch`.
+    """
+    user_repr, positive_repr, negative_repr, batch = encode_batch(model, objective, batch)
+    loss = objective(user_repr, positive_repr, negative_repr, batch)
+    penalty = None
+    if reg > 0:
+        ego = model.ego(batch.users, batch.items())
+        penalty = l2_penalty(reg, ego, len(batch.users), objective.reduction)
+    return StepLoss(loss, penalty)
+
+
+def encode_batch(
+    model: Recommender, objective: Objective, batch: Batch
+) -> tuple[Tensor, Tensor, Tensor | None, Batch]:
+    """(users, positives, negatives) representations of ``batch`` as ``objective`` takes them, and the
+    batch with what the objective must know about them (``all_items``, ``normalized``).
+
+    Objectives that score all items (``needs_all_items``) get one full forward, whose item table
+    ``batch.all_items`` returns.
 
     Otherwise each distinct item of the batch is encoded once and gathered after: with many negatives
     per row most ids repeat (CCL's 256 × 800 draws hit ~40 k distinct Gowalla items), so encoding and,
@@ -165,9 +182,45 @@ def batch_loss(model: Recommender, objective: Objective, batch: Batch, reg: floa
     negative_repr = None
     if batch.negatives is not None:
         negative_repr = item_table.index_select(0, rows[size:]).reshape(*batch.negatives.shape, -1)
-    loss = objective(user_repr, positive_repr, negative_repr, batch)
-    penalty = l2_penalty(reg, model.ego(batch.users, items), size, objective.reduction) if reg > 0 else None
-    return StepLoss(loss, penalty)
+    return user_repr, positive_repr, negative_repr, batch
+
+
+class Replicas(Protocol):
+    """How a step is shared among processes: one (:class:`SingleProcess`) or several
+    (:class:`ssmrec.parallel.DataParallel`). Every rank holds the same replicated state and calls
+    these at the same points, so each is free to be a collective."""
+
+    def batch_loss(self, model: Recommender, objective: Objective, batch: Batch, reg: float) -> StepLoss:
+        """This process's part of the loss of the (global) ``batch``; the parts sum to its loss."""
+        ...
+
+    def loss_value(self, loss: StepLoss) -> float:
+        """The batch's whole loss (the sum of every process's part)."""
+        ...
+
+    def sum_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """Make each gradient the gradient of the whole batch's loss."""
+        ...
+
+    def agree(self, flag: bool) -> bool:
+        """One process's decision (stop, time budget) for all."""
+        ...
+
+
+class SingleProcess:
+    """The plain run: the whole batch here, nothing to combine."""
+
+    def batch_loss(self, model: Recommender, objective: Objective, batch: Batch, reg: float) -> StepLoss:
+        return batch_loss(model, objective, batch, reg)
+
+    def loss_value(self, loss: StepLoss) -> float:
+        return float(loss.total.detach())
+
+    def sum_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        return None
+
+    def agree(self, flag: bool) -> bool:
+        return flag
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
@@ -209,7 +262,8 @@ class Trainer:
 
     ``pairs`` (default: every training pair) is what one epoch visits. ``should_stop()`` is polled
     after every step; when it returns true the epoch pauses at that step and :meth:`fit` returns with
-    ``stopped_by = "interrupted"`` (the state then resumes inside the epoch).
+    ``stopped_by = "interrupted"`` (the state then resumes inside the epoch). ``replicas`` shares each
+    step among processes (default: this one alone); stop requests and the time budget are then rank 0's.
     """
 
     def __init__(
@@ -221,6 +275,7 @@ class Trainer:
         evaluate: Callable[[Recommender], dict[str, float]] | None = None,
         pairs: TrainingPairs | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        replicas: Replicas | None = None,
     ) -> None:
         self.model, self.objective = setup.model, setup.objective
         self.optimizer, self.sampler = setup.optimizer, setup.sampler
@@ -229,7 +284,8 @@ class Trainer:
         self.rng = rng
         self._evaluate = evaluate
         self.pairs = pairs if pairs is not None else TrainingPairs(data.train)
-        self.should_stop = should_stop
+        self.replicas: Replicas = replicas if replicas is not None else SingleProcess()
+        self.should_stop = lambda: self.replicas.agree(should_stop())
         self.state = TrainerState()
         self.record_fields: dict[str, Any] = {}
         """Constant fields added to every history record (the experiment adds the protocol)."""
@@ -237,9 +293,11 @@ class Trainer:
         self._order: np.ndarray | None = None
         self.device = next(self.model.parameters()).device
         """Where the model lives; batches are built on the host and copied there (:meth:`Batch.to`)."""
-        self.sync_free = self.device.type != "cpu"
+        self.sync_free = self.device.type != "cpu" and isinstance(self.replicas, SingleProcess)
         """Steps without a host synchronisation (:class:`DeferredChecks`): on for accelerators. The CPU
-        path reads and checks each loss at once (tests turn this on there to check the deferred path)."""
+        path reads and checks each loss at once (tests turn this on there to check the deferred path).
+        Several processes synchronise at every step anyway (the gradient all-reduce, the loss value
+        summed over ranks), so they take the checked path."""
         self._deferred: DeferredChecks | None = None
 
     # --------------------------------------------------------------------------------------- steps
@@ -290,19 +348,21 @@ class Trainer:
         return mean
 
     def _loss(self, batch: Batch) -> StepLoss:
+        """This process's part of the batch loss (all of it in a single process), in the precision."""
         if self.schedule.precision == "fp32":
-            return batch_loss(self.model, self.objective, batch, self.schedule.reg)
+            return self.replicas.batch_loss(self.model, self.objective, batch, self.schedule.reg)
         with torch.autocast(self.device.type, dtype=torch.bfloat16):
-            return batch_loss(self.model, self.objective, batch, self.schedule.reg)
+            return self.replicas.batch_loss(self.model, self.objective, batch, self.schedule.reg)
 
     def _step(self, batch: Batch, epoch: int, index: int) -> float:
         loss = self._loss(batch)
-        value = float(loss.total.detach())
+        value = self.replicas.loss_value(loss)
         if not math.isfinite(value):
             term = "objective" if not torch.isfinite(loss.objective.detach()) else "regulariser"
             raise NonFiniteError(f"non-finite {term} ({value})", epoch, index, term)
         self.optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
+        self.replicas.sum_gradients(self.optimizer)
         if not gradients_finite(self.optimizer):
             raise NonFiniteError("non-finite gradient", epoch, index, "gradient")
         optimizer_step(self.optimizer)
@@ -350,7 +410,7 @@ class Trainer:
 
     def out_of_time(self) -> bool:
         budget = self.schedule.max_minutes
-        return budget is not None and self.state.elapsed_seconds >= 60 * budget
+        return budget is not None and self.replicas.agree(self.state.elapsed_seconds >= 60 * budget)
 
     # ---------------------------------------------------------------------------------------- loop
 

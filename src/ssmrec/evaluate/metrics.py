@@ -96,6 +96,36 @@ def evaluate_ranking(
     *,
     precision: Precision = "auto",
 ) -> dict[str, float]:
+    """Exact full-ranking metrics of every user with at least one relevant item in ``truth``
+    (the means of :func:`ranking_sums`, whose docstring has the details)."""
+    sums, users = ranking_sums(
+        user_emb, item_emb, truth, exclude, ks, score, chunk_size, progress, precision=precision
+    )
+    return metric_means(sums, users)
+
+
+def metric_means(sums: dict[str, float], users: int) -> dict[str, float]:
+    """``{metric: sum / users}`` plus ``"users"`` (NaN metrics for 0 users): sums over all users first,
+    one division last, so shards of users merge exactly (never a mean of means)."""
+    if users == 0:
+        return {**dict.fromkeys(sums, math.nan), "users": 0}
+    return {**{name: value / users for name, value in sums.items()}, "users": users}
+
+
+@torch.no_grad()
+def ranking_sums(
+    user_emb: Tensor,
+    item_emb: Tensor,
+    truth: sp.csr_matrix,
+    exclude: Sequence[sp.csr_matrix] = (),
+    ks: Sequence[int] = (10, 20, 50),
+    score: Score = "dot",
+    chunk_size: int | None = None,
+    progress: bool = False,
+    *,
+    precision: Precision = "auto",
+    shard: tuple[int, int] = (0, 1),
+) -> tuple[dict[str, float], int]:
     """Exact full-ranking metrics of every user with at least one relevant item in ``truth``.
 
     Each such user's items are ranked over the whole catalogue by ``score`` (``"dot"`` or ``"cosine"``
@@ -106,9 +136,11 @@ def evaluate_ranking(
     (any stored nonzero is an interaction). A relevant item that is also excluded still counts in
     ``|relevant|`` but can never be hit (a warning says how many such pairs there are).
 
-    Returns ``{f"{metric}@{K}": mean over evaluated users}`` for ``metric`` in recall, ndcg, precision,
-    hit, mrr, map (formulas in :func:`metric_sums`, those of the LightGCN evaluator) and every K in
-    ``ks``, plus ``"users"``: how many users were evaluated (metrics are NaN when it is 0).
+    Returns ``({f"{metric}@{K}": float64 sum over evaluated users}, number of evaluated users)`` for
+    ``metric`` in recall, ndcg, precision, hit, mrr, map (formulas in :func:`metric_sums`, those of the
+    LightGCN evaluator) and every K in ``ks``; :func:`metric_means` turns them into the means.
+    ``shard=(i, n)`` evaluates only every n-th such user from the i-th on: the n shards' sums and counts
+    add up to the whole (each user's ranking does not depend on which others are ranked with it).
 
     The ranking is exact and independent of ``chunk_size`` and ``precision`` (see
     :mod:`ssmrec.evaluate.ranking`); ``precision`` only picks the GEMM that proposes candidates
@@ -140,10 +172,13 @@ def evaluate_ranking(
                 stacklevel=2,
             )
     n_relevant = np.diff(truth.indptr).astype(np.int64)
-    users = np.flatnonzero(n_relevant > 0)
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+    users = np.flatnonzero(n_relevant > 0)[index::count]
     names = metric_names(ks)
     if len(users) == 0:
-        return {**dict.fromkeys(names, math.nan), "users": 0}
+        return dict.fromkeys(names, 0.0), 0
 
     truth_pairs = pair_source(truth[users], user_emb.device)
     excl_users = [m[users] for m in excl]
@@ -159,7 +194,7 @@ def evaluate_ranking(
             chunk_sums = metric_sums(hits, torch.from_numpy(n_relevant[users[start:stop]]), ks)
         for name, value in chunk_sums.items():
             sums[name] += value
-    return {**{name: sums[name] / len(users) for name in names}, "users": len(users)}
+    return sums, len(users)
 
 
 def _hits(

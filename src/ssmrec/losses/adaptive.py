@@ -49,6 +49,7 @@ class AdaptiveTemperatureLoss(SampledSoftmaxLoss):
     """Adap-τ (formula and update rules in the module docstring)."""
 
     _one_temperature = False
+    carries_batch_state = True  # forward accumulates each row's loss into its user's sums
 
     def __init__(
         self,

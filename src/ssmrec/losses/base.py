@@ -106,6 +106,9 @@ class Objective(torch.nn.Module):
     """How representations are compared; with ``"cosine"`` the trainer normalises each distinct row once."""
     needs_all_items: bool = False
     """The objective reads ``batch.all_items()`` (the trainer then runs one full forward per step)."""
+    carries_batch_state: bool = False
+    """``forward`` updates state from every row it sees (Adap-τ's per-user loss sums): with several
+    processes each must then see the whole batch (:mod:`ssmrec.parallel`)."""
 
     def __init__(self, reduction: Reduction = "sum") -> None:
         super().__init__()
