@@ -42,7 +42,7 @@ def worker(data: str, steps: int, warmup: int, out: Path) -> None:
     torch.set_num_threads(1)
     with distributed.session(timeout=600) as context:
         config = resolve_config({}, {"preset": "ssm-gowalla", "data": {"path": data}, "threads": 1})
-        loaded = load_dataset(config.data_spec())
+        loaded = load_dataset(config.data)
         target = {"steps": warmup}
         trainer = build_trainer(config, loaded, should_stop=lambda: trainer.state.step >= target["steps"])
         trainer.train_epoch()  # warm-up steps

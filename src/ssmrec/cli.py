@@ -125,6 +125,10 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_train)
 
 
+SWITCH_KEYS = ("progress", "deterministic")
+"""The settings :func:`add_switches` sets (their ``dest``), read back by ``_flag_values``."""
+
+
 def add_switches(parser: argparse.ArgumentParser) -> None:
     """The train settings given as bare switches (no value); ``_flag_values`` reads them."""
     parser.add_argument(
@@ -141,7 +145,7 @@ def add_switches(parser: argparse.ArgumentParser) -> None:
 
 def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    keys = [key for _, key, _, _ in TRAIN_FLAGS] + ["preset", "progress", "deterministic"]
+    keys = [key for _, key, _, _ in TRAIN_FLAGS] + ["preset", *SWITCH_KEYS]
     for key in keys:
         value = getattr(args, key)
         if value is None:

@@ -408,11 +408,6 @@ class TrainConfig:
     def protocol(self) -> str:
         return self.evaluation.protocol
 
-    def data_spec(self) -> DataSpec:
-        """The data to load; the paper and refit protocols train on the full train split (no validation
-        carve: ``__post_init__`` records ``valid_ratio = 0``)."""
-        return self.data
-
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as JSON-ready tables (what ``config.json`` holds)."""
         out: dict[str, Any] = {"preset": self.preset}

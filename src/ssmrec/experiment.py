@@ -407,7 +407,7 @@ def train(
             given = data
 
             def load() -> Interactions:
-                loaded = given if given is not None else load_dataset(config.data_spec())
+                loaded = given if given is not None else load_dataset(config.data)
                 check_evaluable(config, loaded)
                 return loaded
 
@@ -506,7 +506,7 @@ def resume(
             started = time.perf_counter()
 
             def load() -> Interactions:
-                loaded = load_dataset(config.data_spec())
+                loaded = load_dataset(config.data)
                 if main:
                     _check_same_data(run, loaded)
                 return loaded
@@ -779,7 +779,7 @@ def load_run(
             raise SsmrecError(f"{run.path}: not a complete run directory ({needed} is missing)")
     config = _read_config(run)
     if data is None:
-        data = load_dataset(config.data_spec())
+        data = load_dataset(config.data)
     _check_same_data(run, data)
     for problem in verify_run(run, data):
         if not force:

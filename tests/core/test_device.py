@@ -157,7 +157,7 @@ def _reference_losses(config, data, epochs: int) -> list[float]:
 @pytest.mark.parametrize("loss", ["ssm", "bpr"])
 def test_device_cpu_trains_exactly_as_a_plain_loop(data_path: Path, loss: str) -> None:
     config = _config(data_path, device="cpu", loss=loss)
-    data = load_dataset(config.data_spec())
+    data = load_dataset(config.data)
     trainer = build_trainer(config, data)
     assert trainer.device == torch.device("cpu") and not trainer.sync_free
     assert [trainer.train_epoch() for _ in range(3)] == _reference_losses(config, data, 3)
@@ -168,6 +168,10 @@ def test_the_cpu_path_never_calls_cuda(
 ) -> None:
     def forbidden(*args, **kwargs):
         raise AssertionError("a CUDA API was called on the CPU path")
+
+    # torch imports dynamo lazily (Adam's first step): loaded under the stand-ins below, it registers
+    # them as torch functions and breaks the worker; load it first (it calls no CUDA API either way)
+    import torch._dynamo
 
     for name in ("synchronize", "mem_get_info", "current_device", "get_device_properties", "Stream",
                  "get_rng_state", "set_rng_state", "is_available", "device_count", "init"):  # fmt: skip
@@ -194,7 +198,7 @@ def test_the_sync_free_path_gives_the_same_losses(data_path: Path, flags: dict) 
     """The accelerator's step (batch copied with :meth:`Batch.to`, loss summed on the device, checks
     deferred), run on the CPU tensors: the same losses and weights as the per-step path."""
     config = _config(data_path, device="cpu", **flags)
-    data = load_dataset(config.data_spec())
+    data = load_dataset(config.data)
     direct, deferred = build_trainer(config, data), build_trainer(config, data)
     deferred.sync_free = True
     for _ in range(3):
@@ -209,7 +213,7 @@ def test_a_non_finite_step_is_located_in_both_paths(
 ) -> None:
     """Batch 70 of epoch 1 (past one deferred window of 64) gets a NaN objective: both paths name it."""
     config = _config(data_path, device="cpu", batch_size=8)
-    data = load_dataset(config.data_spec())
+    data = load_dataset(config.data)
     trainer = build_trainer(config, data)
     trainer.sync_free = sync_free
     assert trainer.pairs.n_batches(8) > 70
@@ -237,7 +241,7 @@ def test_a_checkpoint_resumes_on_another_device(
     """Stop inside epoch 2 on ``first``, write the checkpoint, resume on ``second``: same losses and
     weights as an uninterrupted run on ``second`` (checkpoint tensors are read on the CPU and placed)."""
     config = _config(data_path)
-    data = load_dataset(config.data_spec())
+    data = load_dataset(config.data)
     straight = build_trainer(config, data, device=torch.device(second))
     expected = [straight.train_epoch() for _ in range(3)]
 
@@ -309,7 +313,7 @@ def test_deterministic_mode_is_on_during_the_run_and_restored(
 @pytest.mark.parametrize("name", DEVICES)
 def test_deterministic_runs_repeat_exactly(data_path: Path, name: str) -> None:
     config = _config(data_path, device=name, deterministic=True)
-    data = load_dataset(config.data_spec())
+    data = load_dataset(config.data)
     runs = []
     for _ in range(2):
         with deterministic_mode(True, torch.device(name)):
@@ -322,7 +326,7 @@ def test_bf16_trains_on_the_cpu_close_to_fp32(data_path: Path) -> None:
     results = {}
     for precision in ("fp32", "bf16"):
         config = _config(data_path, device="cpu", precision=precision, epochs=4)
-        data = load_dataset(config.data_spec())
+        data = load_dataset(config.data)
         trainer = build_trainer(config, data)
         results[precision] = ([trainer.train_epoch() for _ in range(4)], trainer.evaluate()["recall@20"])
     fp32, bf16 = results["fp32"], results["bf16"]

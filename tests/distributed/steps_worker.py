@@ -49,7 +49,7 @@ def run_cases(data_path: str, cases: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for name in cases or list(CASES):
         config = resolve_config({}, {**COMMON, **CASES[name], "data": {"path": data_path}, "progress": False})
-        data = load_dataset(config.data_spec())
+        data = load_dataset(config.data)
         trainer = build_trainer(config, data)
         losses: list[float] = []
         value_of = trainer.replicas.loss_value
@@ -77,7 +77,7 @@ def sharded_evaluation(data_path: str) -> dict[str, Any]:
     """Test-split metrics of a freshly initialised model, merged over ranks, and this rank's own shard
     (its float64 sums and user count, unmerged)."""
     config = resolve_config({}, {**COMMON, **CASES["ssm-sampled-uniform"], "data": {"path": data_path}})
-    data = load_dataset(config.data_spec())
+    data = load_dataset(config.data)
     trainer = build_trainer(config, data)
     users, items = trainer.model.representations()
     context = distributed.current()

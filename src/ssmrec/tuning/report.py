@@ -334,7 +334,7 @@ def refit_best(study: Any, spec: TuneSpec, note: Any) -> dict[str, Any] | None:
         note(f"refit of trial {best.number}: resuming {run_dir}")
         final = experiment.resume(run_dir).final
     else:
-        data = load_dataset(config.data_spec())
+        data = load_dataset(config.data)
         if data.valid is not None:
             raise SsmrecError(
                 f"{data.name} ships its own validation split: --refit trains on train + a validation split "
