@@ -236,6 +236,7 @@ def session(timeout: float = DEFAULT_TIMEOUT, prefer_cuda: bool = False) -> Iter
     for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
         if name not in os.environ:
             raise SsmrecError(f"WORLD_SIZE is set but {name} is not: start several processes with torchrun")
+    _load_dynamo_before_the_group()
     device = rank_device(prefer_cuda)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
@@ -273,6 +274,20 @@ def session(timeout: float = DEFAULT_TIMEOUT, prefer_cuda: bool = False) -> Iter
         if not failed:  # after a lost peer the group is unusable; the process is about to exit anyway
             with contextlib.suppress(RuntimeError, dist.DistError):
                 dist.destroy_process_group()
+
+
+def _load_dynamo_before_the_group() -> None:
+    """Import ``torch._dynamo`` while no process group exists.
+
+    torch imports it lazily (the first ``torch.optim`` optimizer does); imported while a group exists,
+    it keeps ten references to that group for the life of the interpreter, so
+    :func:`~torch.distributed.destroy_process_group` cannot free it and the gloo group is torn down
+    during interpreter finalisation instead, which now and then aborts the process after a finished
+    run ("terminate called without an active exception", exit -6: torchrun then reports the run as
+    failed; seen in CI on the restart test). ``tests/distributed/test_session_teardown.py`` checks
+    that the group is freed when the session ends.
+    """
+    import torch._dynamo  # noqa: F401  (imported for its side effect on import order)
 
 
 def _attempt_store(timeout: float) -> dist.Store:
