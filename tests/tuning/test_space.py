@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ssmrec.config import resolve_config
 from ssmrec.errors import ConfigError, SsmrecError
 from ssmrec.tuning.space import build_space
 
@@ -54,6 +55,21 @@ def test_a_conditional_parameter_is_sampled_only_when_its_condition_holds() -> N
 
     assert "num_negatives" not in space.sample(Fixed("in-batch"))
     assert space.sample(Fixed("mixed"))["num_negatives"] == 16
+
+
+def test_the_baseline_trial_is_the_presets_own_setting(tmp_path: Path) -> None:
+    """``--baseline-first``: the preset's values of the searched keys; an inactive conditional key and a
+    value outside its range are left to the sampler."""
+    preset = resolve_config({}, {"preset": "ssm-gowalla"})
+    space = build_space("lightgcn", "ssm", flag_values={"preset": "ssm-gowalla"})
+    assert space.baseline(preset) == {
+        "layers": 1, "temperature": 0.12, "reg": 1e-5, "negatives": "in-batch", "logq": "none",
+    }  # fmt: skip  (no num_negatives: its condition, mixed negatives, does not hold)
+    mixed = resolve_config({}, {"preset": "ssm-gowalla", "negatives": "mixed", "num_negatives": 64})
+    assert build_space("lightgcn", "ssm", flag_values=DATA).baseline(mixed)["num_negatives"] == 64
+    narrow = _space_file(tmp_path, "[temperature]\nlow = 0.2\nhigh = 0.4\n")
+    outside = build_space("lightgcn", "ssm", narrow, flag_values={"preset": "ssm-gowalla"}).baseline(preset)
+    assert "temperature" not in outside and outside["reg"] == 1e-5
 
 
 def test_a_space_file_replaces_and_adds_entries(tmp_path: Path) -> None:

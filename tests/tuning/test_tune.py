@@ -230,3 +230,21 @@ def test_a_setting_every_trial_shares_stops_the_study_with_its_reason(
 def test_tune_needs_a_trial_count_or_a_budget(data: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["tune", *fixed(data)]) == 2
     assert "give --trials N" in capsys.readouterr().err
+
+
+def test_baseline_first_runs_the_fixed_settings_before_sampling(data: Path, tmp_path: Path) -> None:
+    """Trial 0 is the defaults table's SSM setting (τ 0.1, in-batch, no logQ) with the flags' reg; the
+    next trial is sampled."""
+    output = tmp_path / "tune"
+    done = tune(
+        *fixed(data, "--reg", "0.001", epochs=2), "--trials", "2", "--baseline-first", "--output", str(output)
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second = load(output).trials
+    assert first.params == {"temperature": 0.1, "negatives": "in-batch", "logq": "none"}
+    assert first.user_attrs["baseline"] is True and "baseline" not in second.user_attrs
+    recorded = json.loads((output / "trials" / "trial-0000" / "config.json").read_text())
+    assert recorded["loss"]["temperature"] == 0.1 and recorded["optim"]["reg"] == 0.001
+    assert (
+        "first trial: the fixed settings' own temperature=0.1, negatives=in-batch, logq=none" in done.stderr
+    )

@@ -61,6 +61,12 @@ def add_tune_parser(
         action="store_true",
         help="finally train the best setting on train + validation for its selected epochs, test once",
     )
+    parser.add_argument(
+        "--baseline-first",
+        action="store_true",
+        help="a new study's first trial runs the fixed settings' own values of the searched keys "
+        "(the preset's, or the defaults table's), so the best trial is never worse than them on validation",
+    )
     for flag, key, kind, text in train_flags:
         if flag not in NOT_FIXED:
             parser.add_argument(
@@ -114,6 +120,7 @@ def tune_command(
         prune_startup=args.prune_startup,
         prune_warmup=args.prune_warmup,
         refit=args.refit,
+        baseline_first=args.baseline_first,
     )
     spec.base_config()  # refuses the paper protocol before anything is written
 

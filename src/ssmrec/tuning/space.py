@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ssmrec.config import FLAT_KEYS, SECTIONS, merge_layers, resolve_config
+from ssmrec.config import FLAT_KEYS, SECTIONS, TrainConfig, merge_layers, resolve_config
 from ssmrec.defaults import LOSS_DEFAULTS, LOSS_SEARCH_SPACES, MODEL_DEFAULTS, MODEL_SEARCH_SPACES
 from ssmrec.errors import ConfigError
 
@@ -67,6 +67,18 @@ class Parameter:
         if self.kind == "categorical":
             return trial.suggest_categorical(self.name, list(self.choices))
         return self.value
+
+    def contains(self, value: Any) -> bool:
+        """Whether a trial of this parameter could take ``value``."""
+        if self.kind == "categorical":
+            return value in self.choices
+        if self.kind == "fixed":
+            return bool(value == self.value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.kind == "int" and value != int(value):
+            return False
+        return self.low <= value <= self.high  # type: ignore[operator]
 
     def describe(self) -> str:
         if self.kind in ("float", "int"):
@@ -122,6 +134,21 @@ class SearchSpace:
         if key in self.fixed:
             return self.fixed[key]
         return LOSS_DEFAULTS[self.loss].get(key, MODEL_DEFAULTS[self.model].get(key))
+
+    def baseline(self, config: TrainConfig) -> dict[str, Any]:
+        """``config``'s own values of the searched keys, for a first trial that runs the setting the
+        study starts from (``ssmrec tune --baseline-first``): with it the best trial is never worse on
+        validation than the preset or defaults it tunes around. A value outside its range or choices,
+        or a key whose conditions ``config`` does not meet, is left to the sampler."""
+        values: dict[str, Any] = {}
+        for parameter in sorted(self.parameters, key=lambda p: bool(p.when)):
+            if parameter.kind == "fixed" or not self.applies(parameter, values):
+                continue
+            section, name = FLAT_KEYS[parameter.name]
+            value = getattr(getattr(config, section), name)
+            if parameter.contains(value):
+                values[parameter.name] = value
+        return values
 
     def to_dict(self) -> dict[str, Any]:
         return {parameter.name: parameter.to_dict() for parameter in self.parameters}
@@ -210,7 +237,7 @@ def _parse_when(
     when: Any, key: str, model: str, loss: str, label: str, where: str
 ) -> dict[str, tuple[Any, ...]]:
     if not isinstance(when, dict):
-        raise ConfigError(f"{label}.when: expected a table like {{ negatives = [\"mixed\"] }}, got {when!r}")
+        raise ConfigError(f'{label}.when: expected a table like {{ negatives = ["mixed"] }}, got {when!r}')
     out = {}
     for other, allowed in when.items():
         _check_key(other, model, loss, f"{label}.when ")
@@ -323,4 +350,3 @@ def _representative(parameter: Parameter) -> Any:
     if parameter.kind == "categorical":
         return parameter.choices[0]
     return parameter.value
-

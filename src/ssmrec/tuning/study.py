@@ -76,6 +76,7 @@ class TuneSpec:
     prune_startup: int = 5
     prune_warmup: int = 5
     refit: bool = False
+    baseline_first: bool = False
 
     @property
     def storage_url(self) -> str:
@@ -176,6 +177,10 @@ def open_study(spec: TuneSpec) -> tuple[Any, int]:
         before = study.user_attrs.get(ATTRIBUTE)
         if before is None and all(trial.state.name == "WAITING" for trial in study.trials):
             study.set_user_attr(ATTRIBUTE, recorded)  # a new study (maybe with enqueued trials)
+            baseline = spec.space.baseline(spec.base_config()) if spec.baseline_first else {}
+            if baseline and not study.trials:
+                study.enqueue_trial(baseline, user_attrs={"baseline": True})
+                logger.info("first trial: the fixed settings' own %s", _listed(baseline))
         elif before != recorded:
             raise SsmrecError(
                 f"study {spec.name!r} in {spec.storage_url} searches {_difference(before, recorded)} "
@@ -190,6 +195,13 @@ def open_study(spec: TuneSpec) -> tuple[Any, int]:
         else optuna.pruners.NopPruner()
     )
     return optuna.load_study(storage=storage, study_name=spec.name, sampler=sampler, pruner=pruner), worker
+
+
+def _listed(params: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in params.items()
+    )
 
 
 def _difference(before: Any, now: dict[str, Any]) -> str:
@@ -380,9 +392,8 @@ def trial_line(outcome: TrialOutcome, metric: str, study: Any) -> str:
     params = " ".join(f"{key}={_short(value)}" for key, value in outcome.params.items())
     epochs = outcome.final.get("epochs_run")
     if outcome.state in ("COMPLETE", "PRUNED"):
-        what = (
-            f"valid {metric} {outcome.value:.4f} (epoch {outcome.final.get('best_epoch')} of {epochs})"
-            + (" PRUNED" if outcome.state == "PRUNED" else "")
+        what = f"valid {metric} {outcome.value:.4f} (epoch {outcome.final.get('best_epoch')} of {epochs})" + (
+            " PRUNED" if outcome.state == "PRUNED" else ""
         )
     elif outcome.state == "INTERRUPTED":
         what = f"interrupted after {epochs} epochs"
