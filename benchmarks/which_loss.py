@@ -8,7 +8,8 @@ no shipped validation file, else the best trial's saved weights evaluated on tes
 (the studies live in SQLite under ``--output``).
 
     python benchmarks/which_loss.py --datasets ml-100k,lastfm --budget-minutes 3 --output ../runs/which-loss
-Writes benchmarks/results/which_loss.json and which_loss.md (with the command line).
+Writes benchmarks/results/which_loss.json and which_loss.md (with the command line; ``--results-name``
+chooses another name).
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default=str(REPO.parent / "runs" / "which-loss"))
+    parser.add_argument(
+        "--results-name",
+        default="which_loss",
+        help="file name under benchmarks/results/ (another name keeps an earlier table of other datasets)",
+    )
     args = parser.parse_args()
 
     from ssmrec.data import DataSpec, load_dataset
@@ -112,7 +118,7 @@ def main() -> None:
             f"{row['test']['recall@20']:.4f} | {row['test']['ndcg@20']:.4f} | {row['test_from']} | {params} |"
         )
     write_results(
-        "which_loss",
+        args.results_name,
         {"rows": rows, "settings": vars(args), "wall_seconds": time.perf_counter() - started},
         "\n".join(lines) + "\n",
     )
