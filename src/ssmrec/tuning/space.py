@@ -69,12 +69,10 @@ class Parameter:
         return self.value
 
     def contains(self, value: Any) -> bool:
-        """Whether a trial of this parameter could take ``value``."""
+        """Whether the sampler could give ``value`` (a range or a list; a fixed entry samples nothing)."""
         if self.kind == "categorical":
             return value in self.choices
-        if self.kind == "fixed":
-            return bool(value == self.value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if self.kind == "fixed" or isinstance(value, bool) or not isinstance(value, int | float):
             return False
         if self.kind == "int" and value != int(value):
             return False
@@ -118,10 +116,14 @@ class SearchSpace:
     def sample(self, trial: Any) -> dict[str, Any]:
         """The flat settings of one trial (the suggested values and the space's fixed ones)."""
         values: dict[str, Any] = {}
-        for parameter in sorted(self.parameters, key=lambda p: bool(p.when)):
+        for parameter in self.in_order():
             if self.applies(parameter, values):
                 values[parameter.name] = parameter.suggest(trial)
         return values
+
+    def in_order(self) -> list[Parameter]:
+        """Unconditional parameters first, so a condition is decided before what depends on it."""
+        return sorted(self.parameters, key=lambda p: bool(p.when))
 
     def applies(self, parameter: Parameter, values: dict[str, Any]) -> bool:
         """Whether ``parameter``'s conditions hold for a trial's ``values`` so far."""
@@ -141,8 +143,8 @@ class SearchSpace:
         validation than the preset or defaults it tunes around. A value outside its range or choices,
         or a key whose conditions ``config`` does not meet, is left to the sampler."""
         values: dict[str, Any] = {}
-        for parameter in sorted(self.parameters, key=lambda p: bool(p.when)):
-            if parameter.kind == "fixed" or not self.applies(parameter, values):
+        for parameter in self.in_order():
+            if not self.applies(parameter, values):
                 continue
             section, name = FLAT_KEYS[parameter.name]
             value = getattr(getattr(config, section), name)
@@ -237,7 +239,7 @@ def _parse_when(
     when: Any, key: str, model: str, loss: str, label: str, where: str
 ) -> dict[str, tuple[Any, ...]]:
     if not isinstance(when, dict):
-        raise ConfigError(f'{label}.when: expected a table like {{ negatives = ["mixed"] }}, got {when!r}')
+        raise ConfigError(f"{label}.when: expected a table like {{ negatives = [\"mixed\"] }}, got {when!r}")
     out = {}
     for other, allowed in when.items():
         _check_key(other, model, loss, f"{label}.when ")
@@ -350,3 +352,4 @@ def _representative(parameter: Parameter) -> Any:
     if parameter.kind == "categorical":
         return parameter.choices[0]
     return parameter.value
+

@@ -198,10 +198,7 @@ def open_study(spec: TuneSpec) -> tuple[Any, int]:
 
 
 def _listed(params: dict[str, Any]) -> str:
-    return ", ".join(
-        f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
-        for key, value in params.items()
-    )
+    return ", ".join(f"{key}={_short(value)}" for key, value in params.items())
 
 
 def _difference(before: Any, now: dict[str, Any]) -> str:
@@ -392,8 +389,9 @@ def trial_line(outcome: TrialOutcome, metric: str, study: Any) -> str:
     params = " ".join(f"{key}={_short(value)}" for key, value in outcome.params.items())
     epochs = outcome.final.get("epochs_run")
     if outcome.state in ("COMPLETE", "PRUNED"):
-        what = f"valid {metric} {outcome.value:.4f} (epoch {outcome.final.get('best_epoch')} of {epochs})" + (
-            " PRUNED" if outcome.state == "PRUNED" else ""
+        what = (
+            f"valid {metric} {outcome.value:.4f} (epoch {outcome.final.get('best_epoch')} of {epochs})"
+            + (" PRUNED" if outcome.state == "PRUNED" else "")
         )
     elif outcome.state == "INTERRUPTED":
         what = f"interrupted after {epochs} epochs"
