@@ -22,7 +22,7 @@ from ssmrec import distributed
 out = Path(sys.argv[1])
 dynamo_before = "torch._dynamo" in sys.modules
 with distributed.session(timeout=30) as context:
-    group = weakref.ref(dist.distributed_c10d._get_default_group())
+    group = weakref.ref(dist.group.WORLD)  # the default group (public name)
     parameter = torch.nn.Parameter(torch.ones(3))
     torch.optim.Adam([parameter], lr=1e-3, fused=True)
     total = context.sum(torch.ones(1, dtype=torch.float64))
