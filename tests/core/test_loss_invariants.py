@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from ssmrec.batch import Batch
-from ssmrec.losses import BPRLoss, Candidates, FullSoftmaxLoss, SampledSoftmaxLoss
+from ssmrec.losses import (
+    BilateralSoftmaxLoss,
+    BPRLoss,
+    Candidates,
+    FullSoftmaxLoss,
+    SampledSoftmaxLoss,
+)
 from ssmrec.losses.candidates import score_candidates
 from ssmrec.losses.logsumexp import chunked_logsumexp
 from ssmrec.sampling import SharedSampler, TrainingSet, UniformSampler
@@ -148,12 +154,14 @@ def test_excluding_duplicates_equals_the_masked_value() -> None:
 @pytest.mark.parametrize("positive_in_denominator", [True, False])
 @pytest.mark.parametrize("shared_negatives", [0, 3])
 @pytest.mark.parametrize("similarity", ["cosine", "dot"])
+@pytest.mark.parametrize("bilateral", [False, True])
 def test_shared_column_path_equals_the_masked_score_matrix(
-    exclude: str, positive_in_denominator: bool, shared_negatives: int, similarity: str
+    exclude: str, positive_in_denominator: bool, shared_negatives: int, similarity: str, bilateral: bool
 ) -> None:
-    """In-batch (and shared-negative) SSM goes through the chunked log-sum-exp kernel; it must give
-    the masked (B, K) computation's values and gradients, a learnable τ's included, also for a row
-    whose every candidate is masked."""
+    """In-batch (and shared-negative) SSM and BSL go through the chunked log-sum-exp kernel; it must
+    give the masked (B, K) computation's values and gradients, a learnable τ's included, also for a
+    row whose every candidate is masked. BSL's τ₁ ≠ τ₂ checks that the positive term and the
+    log-sum weight τ₂/τ₁ are applied on that path too."""
     # user 0's training items cover every column of row 0 (items 0, 1, 2, 7, 8, 9)
     dense = np.zeros((5, 10), dtype=np.float32)
     dense[0, [0, 1, 2, 7, 8, 9]] = 1
@@ -167,13 +175,15 @@ def test_shared_column_path_equals_the_masked_score_matrix(
     batch = Batch(
         users=torch.arange(5), positives=ids, negatives=negative_ids, in_batch=True, training=training
     )
-    loss = SampledSoftmaxLoss(
+    options = {"positive_temperature": 0.7} if bilateral else {}
+    loss = (BilateralSoftmaxLoss if bilateral else SampledSoftmaxLoss)(
         temperature=0.3,
         similarity=similarity,  # type: ignore[arg-type]
         num_negatives=shared_negatives,
         exclude=exclude,
         positive_in_denominator=positive_in_denominator,
         learn_temperature=True,
+        **options,
     ).double()
     user_table, item_table = _random(21, 5, 4), _random(22, 10, 4)
 

@@ -49,6 +49,7 @@ class AdaptiveTemperatureLoss(SampledSoftmaxLoss):
     """Adap-τ (formula and update rules in the module docstring)."""
 
     _one_temperature = False
+    _scalar_temperatures = False  # each row has its own user's τ
     carries_batch_state = True  # forward accumulates each row's loss into its user's sums
 
     def __init__(

@@ -58,6 +58,7 @@ class SampledSoftmaxLoss(Objective):
     """SSM with any negative source, exclusion, logQ and denominator option (formula in the module)."""
 
     _one_temperature = True  # positive and negatives share τ and the log-sum weight is 1
+    _scalar_temperatures = True  # temperatures() does not depend on the batch's users
 
     def __init__(
         self,
@@ -120,10 +121,11 @@ class SampledSoftmaxLoss(Objective):
 
     def _shares_columns(self, negatives: Tensor | None, batch: Batch | None) -> bool:
         """Every row has the same candidate columns (in-batch, plus negatives shared by the batch) and
-        one temperature without logQ: then the loss is a log-sum-exp over one product."""
+        temperatures shared by all rows, without logQ: then the loss is a log-sum-exp over one product.
+        BSL qualifies (its τ₁, τ₂ and log-sum weight are scalars); Adap-τ's per-user τ does not."""
         in_batch = batch.in_batch if batch is not None else negatives is None
         return (
-            self._one_temperature
+            self._scalar_temperatures
             and self.logq == "none"
             and in_batch
             and (negatives is None or negatives.dim() == 2)
@@ -139,10 +141,11 @@ class SampledSoftmaxLoss(Objective):
         one LightGCN-1L + SSM step on Gowalla (B = 2048) went from 39.3 to 30–32 ms per batch
         (``python benchmarks/profile_step.py``, before and after), the 2048 × 2048 log-softmax and its
         backward being the largest part removed. Masked accidental hits and, in the SL form, each row's
-        own positive are dropped pairs of the sum.
+        own positive are dropped pairs of the sum. BSL's τ₁ and log-sum weight
+        (:meth:`temperatures`) apply to the positive term and the log-sum as in :meth:`row_losses`.
         """
         users, positives, negatives = normalized_inputs(users, positives, negatives, batch, self.similarity)
-        tau = self.temperature
+        tau_positive, tau, weight = self.temperatures(batch)
         columns = positives if negatives is None else torch.cat([positives, negatives])
         size = users.shape[0]
         drop_rows, drop_columns = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
@@ -154,9 +157,12 @@ class SampledSoftmaxLoss(Objective):
             drop_rows = np.concatenate([drop_rows, diagonal])
             drop_columns = np.concatenate([drop_columns, diagonal])
         log_sum = chunked_logsumexp(users, columns, tau, drop_rows, drop_columns, SOFTMAX_CHUNK)
-        rows = log_sum - (users * positives).sum(dim=-1) / tau
-        # a row whose every column is dropped carries no signal (its log-sum is −inf)
-        return torch.where(torch.isfinite(log_sum), rows, torch.zeros_like(rows))
+        # a row whose every column is dropped carries no signal (its log-sum is −inf); it is zeroed
+        # before the weight multiplies it, or a learnable weight's gradient would be 0 · (−inf) = NaN
+        finite = torch.isfinite(log_sum)
+        log_sum = torch.where(finite, log_sum, torch.zeros_like(log_sum))
+        rows = weight * log_sum - (users * positives).sum(dim=-1) / tau_positive
+        return torch.where(finite, rows, torch.zeros_like(rows))
 
     def row_losses(self, candidates: Candidates, batch: Batch | None) -> Tensor:
         """The per-row loss (B,) of the module formula."""
