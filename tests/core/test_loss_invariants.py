@@ -10,11 +10,13 @@ import torch.nn.functional as F
 
 from ssmrec.batch import Batch
 from ssmrec.losses import (
+    AdaptiveTemperatureLoss,
     BilateralSoftmaxLoss,
     BPRLoss,
     Candidates,
     FullSoftmaxLoss,
     SampledSoftmaxLoss,
+    adaptive,
 )
 from ssmrec.losses.candidates import score_candidates
 from ssmrec.losses.logsumexp import chunked_logsumexp
@@ -262,3 +264,62 @@ def test_gradient_with_masked_columns_is_the_masked_softmax_weight() -> None:
     expected[:, 0] -= 1 / tau
     torch.testing.assert_close(scores.grad, expected)
     assert (scores.grad[excluded] == 0).all()
+
+
+def _no_score_matrix(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the in-batch Adap-τ loss built the (B, K) score matrix")
+
+
+@pytest.mark.parametrize("exclude", ["none", "duplicates", "train"])
+@pytest.mark.parametrize("shared_negatives", [0, 3])
+def test_adaptive_tau_in_batch_equals_its_score_matrix_computation(
+    exclude: str, shared_negatives: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adap-τ in-batch goes through the chunked kernel with one τ per row (its user's 1/β_u), never
+    building the (B, K) score matrix; its loss, gradients and the unscaled per-user losses it records
+    for the next epoch's β must be those of the masked score matrix."""
+    dense = np.zeros((5, 10), dtype=np.float32)
+    dense[0, [0, 1, 2, 7, 8, 9]] = 1
+    dense[1, [1, 4]] = 1
+    dense[2, [2, 9]] = 1
+    dense[3, [1, 3]] = 1
+    dense[4, [1, 5, 7]] = 1
+    training = TrainingSet(sp.csr_matrix(dense))
+    ids = torch.tensor([0, 1, 2, 1, 1])
+    users_ids = torch.tensor([0, 1, 2, 3, 1])  # user 1 twice: its sums add two rows
+    negative_ids = torch.tensor([7, 8, 9])[:shared_negatives] if shared_negatives else None
+    batch = Batch(users=users_ids, positives=ids, negatives=negative_ids, in_batch=True, training=training)
+    user_table, item_table = _random(31, 5, 4), _random(32, 10, 4)
+
+    def run(chunked: bool) -> tuple[torch.Tensor, ...]:
+        loss = AdaptiveTemperatureLoss(num_negatives=shared_negatives, exclude=exclude)
+        loss.positive_inverse_temperature = 4.0
+        loss.user_inverse_temperature = torch.tensor([2.0, 3.5, 5.0, 7.0, 9.0], dtype=torch.float64)
+        loss._loss_sum = torch.zeros(5, dtype=torch.float64)
+        loss._loss_count = torch.zeros(5, dtype=torch.float64)
+        users = user_table.clone().requires_grad_(True)
+        items = item_table.clone().requires_grad_(True)
+        negatives = None if negative_ids is None else items[negative_ids]
+        if chunked:
+            with monkeypatch.context() as patch:
+                patch.setattr(adaptive, "score_candidates", _no_score_matrix)
+                value = loss(users[users_ids], items[ids], negatives, batch)
+        else:  # the (B, K) path the module takes for per-row negatives, on the same candidates
+            candidates = score_candidates(users[users_ids], items[ids], negatives, batch, "cosine", exclude)
+            value = loss.row_losses(candidates, batch).mean()
+            negative = ~candidates.target_mask()
+            if candidates.excluded is not None:
+                negative &= ~candidates.excluded
+            log_sum = torch.logsumexp(candidates.scores.detach().masked_fill(~negative, float("-inf")), 1)
+            keep = torch.isfinite(log_sum)
+            unscaled = (log_sum - candidates.positive.detach())[keep]
+            loss._loss_sum.index_add_(0, users_ids[keep], unscaled)
+            loss._loss_count.index_add_(0, users_ids[keep], torch.ones_like(unscaled))
+        value.backward()
+        return value.detach(), users.grad, items.grad, loss._loss_sum, loss._loss_count
+
+    chunked, reference = run(True), run(False)
+    for got, expected in zip(chunked, reference, strict=True):
+        torch.testing.assert_close(got, expected)
+    # rows per user; with exclude=train, user 0's every column is one of its training items
+    assert chunked[4].tolist() == ([0.0] if exclude == "train" else [1.0]) + [2.0, 1.0, 1.0, 0.0]

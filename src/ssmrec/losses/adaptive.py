@@ -35,8 +35,10 @@ from scipy.special import lambertw
 from torch import Tensor
 
 from ssmrec.batch import Batch
+from ssmrec.defaults import SOFTMAX_CHUNK
 from ssmrec.losses.base import EpochContext, Reduction, Similarity, masked_logsumexp, reduce
-from ssmrec.losses.candidates import score_candidates
+from ssmrec.losses.candidates import score_candidates, shared_columns
+from ssmrec.losses.logsumexp import chunked_logsumexp
 from ssmrec.losses.ssm import SampledSoftmaxLoss, Temperature
 
 logger = logging.getLogger("ssmrec")
@@ -49,7 +51,6 @@ class AdaptiveTemperatureLoss(SampledSoftmaxLoss):
     """Adap-τ (formula and update rules in the module docstring)."""
 
     _one_temperature = False
-    _scalar_temperatures = False  # each row has its own user's τ
     carries_batch_state = True  # forward accumulates each row's loss into its user's sums
 
     def __init__(
@@ -94,19 +95,36 @@ class AdaptiveTemperatureLoss(SampledSoftmaxLoss):
         self, users: Tensor, positives: Tensor, negatives: Tensor | None, batch: Batch | None = None
     ) -> Tensor:
         self._follow(users.device)
+        record = batch is not None and self._loss_sum is not None
+        if self._shares_columns(negatives, batch):  # in-batch: the chunked kernel, no (B, K) matrix
+            shared = shared_columns(users, positives, negatives, batch, self.similarity, self.exclude)
+            rows = self.shared_column_rows(shared, batch)
+            if record:
+                with torch.no_grad():
+                    log_sum = chunked_logsumexp(
+                        shared.users, shared.columns, 1.0, *shared.dropped(positive=False), SOFTMAX_CHUNK
+                    )
+                    self._record(batch, log_sum - shared.positive_scores(), torch.isfinite(log_sum))
+            return reduce(rows, self.reduction)
         candidates = score_candidates(users, positives, negatives, batch, self.similarity, self.exclude)
         rows = self.row_losses(candidates, batch)
-        if batch is not None and self._loss_sum is not None:
-            with torch.no_grad():  # the unscaled loss ℓ that next epoch's β_u are derived from
+        if record:
+            with torch.no_grad():
                 negative = ~candidates.target_mask()
                 if candidates.excluded is not None:
                     negative &= ~candidates.excluded
                 log_sum, nonempty = masked_logsumexp(candidates.scores, negative)
-                unscaled = (log_sum - candidates.positive).double()
-                keep = nonempty if nonempty is not None else torch.ones_like(unscaled, dtype=torch.bool)
-                self._loss_sum.index_add_(0, batch.users[keep], unscaled[keep])
-                self._loss_count.index_add_(0, batch.users[keep], torch.ones_like(unscaled[keep]))
+                keep = nonempty if nonempty is not None else torch.ones_like(log_sum, dtype=torch.bool)
+                self._record(batch, log_sum - candidates.positive, keep)
         return reduce(rows, self.reduction)
+
+    def _record(self, batch: Batch | None, unscaled: Tensor, keep: Tensor) -> None:
+        """Add each kept row's unscaled loss ℓ = −s_p + log Σ_{j ∈ N} exp(s_j), from which next epoch's
+        β_u are derived, to its user's sums."""
+        assert batch is not None and self._loss_sum is not None and self._loss_count is not None
+        unscaled = unscaled.double()
+        self._loss_sum.index_add_(0, batch.users[keep], unscaled[keep])
+        self._loss_count.index_add_(0, batch.users[keep], torch.ones_like(unscaled[keep]))
 
     def _follow(self, device: torch.device) -> None:
         """Keep the per-user state on the batch's device (a checkpoint restores it on the CPU)."""

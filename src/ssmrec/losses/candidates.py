@@ -146,6 +146,54 @@ def exclusion_mask(batch: Batch | None, exclude: str, n_columns: int) -> Tensor 
     return to_device(torch.from_numpy(mask), batch.users.device)
 
 
+@dataclass(frozen=True)
+class SharedColumns:
+    """A batch whose rows all share their candidate columns (in-batch positives, then negatives shared
+    by the batch), as the chunked log-sum-exp kernel takes it: no (B, K) score matrix is built."""
+
+    users: Tensor
+    """(B, d) users as the similarity compares them (unit length for cosine)."""
+    positives: Tensor
+    """(B, d) each row's positive, compared likewise; column b of ``columns`` is row b's."""
+    columns: Tensor
+    """(K, d) the shared columns: the B positives, then the shared negatives."""
+    excluded_rows: np.ndarray
+    """Row of each masked accidental hit (host int64)."""
+    excluded_columns: np.ndarray
+    """Column of each masked accidental hit, paired with ``excluded_rows``."""
+
+    def dropped(self, positive: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, columns) to leave out of a log-sum: the masked hits, and each row's own positive
+        (column b of row b) when ``positive`` is false (the SL form, or a sum over negatives only)."""
+        if positive:
+            return self.excluded_rows, self.excluded_columns
+        diagonal = np.arange(self.users.shape[0], dtype=np.int64)
+        return (
+            np.concatenate([self.excluded_rows, diagonal]),
+            np.concatenate([self.excluded_columns, diagonal]),
+        )
+
+    def positive_scores(self) -> Tensor:
+        """(B,) similarity of each row's user and positive."""
+        return (self.users * self.positives).sum(dim=-1)
+
+
+def shared_columns(
+    users: Tensor,
+    positives: Tensor,
+    negatives: Tensor | None,
+    batch: Batch | None,
+    kind: Similarity,
+    exclude: str = "none",
+) -> SharedColumns:
+    """The :class:`SharedColumns` of an in-batch batch (``negatives``: none, or (M, d) shared)."""
+    users, positives, negatives = normalized_inputs(users, positives, negatives, batch, kind)
+    columns = positives if negatives is None else torch.cat([positives, negatives])
+    excluded = host_exclusion_mask(batch, exclude, columns.shape[0])
+    rows, cols = (np.empty(0, dtype=np.int64),) * 2 if excluded is None else np.nonzero(excluded)
+    return SharedColumns(users, positives, columns, rows.astype(np.int64), cols.astype(np.int64))
+
+
 def host_exclusion_mask(batch: Batch | None, exclude: str, n_columns: int) -> np.ndarray | None:
     """:func:`exclusion_mask` as a numpy array on the host."""
     if exclude not in EXCLUDE:

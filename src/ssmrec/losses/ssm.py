@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -42,9 +41,9 @@ from ssmrec.losses.base import Objective, Reduction, Similarity, masked_logsumex
 from ssmrec.losses.candidates import (
     EXCLUDE,
     Candidates,
-    host_exclusion_mask,
-    normalized_inputs,
+    SharedColumns,
     score_candidates,
+    shared_columns,
 )
 from ssmrec.losses.logsumexp import Temperature, chunked_logsumexp
 
@@ -58,7 +57,6 @@ class SampledSoftmaxLoss(Objective):
     """SSM with any negative source, exclusion, logQ and denominator option (formula in the module)."""
 
     _one_temperature = True  # positive and negatives share τ and the log-sum weight is 1
-    _scalar_temperatures = True  # temperatures() does not depend on the batch's users
 
     def __init__(
         self,
@@ -120,13 +118,12 @@ class SampledSoftmaxLoss(Objective):
         return reduce(self.row_losses(candidates, batch), self.reduction)
 
     def _shares_columns(self, negatives: Tensor | None, batch: Batch | None) -> bool:
-        """Every row has the same candidate columns (in-batch, plus negatives shared by the batch) and
-        temperatures shared by all rows, without logQ: then the loss is a log-sum-exp over one product.
-        BSL qualifies (its τ₁, τ₂ and log-sum weight are scalars); Adap-τ's per-user τ does not."""
+        """Every row has the same candidate columns (in-batch, plus negatives shared by the batch),
+        without logQ: then the loss is a log-sum-exp over one product, whatever :meth:`temperatures`
+        gives (SSM's one τ, BSL's τ₁ and τ₂, Adap-τ's τ per row)."""
         in_batch = batch.in_batch if batch is not None else negatives is None
         return (
-            self._scalar_temperatures
-            and self.logq == "none"
+            self.logq == "none"
             and in_batch
             and (negatives is None or negatives.dim() == 2)
         )
@@ -144,24 +141,19 @@ class SampledSoftmaxLoss(Objective):
         own positive are dropped pairs of the sum. BSL's τ₁ and log-sum weight
         (:meth:`temperatures`) apply to the positive term and the log-sum as in :meth:`row_losses`.
         """
-        users, positives, negatives = normalized_inputs(users, positives, negatives, batch, self.similarity)
+        shared = shared_columns(users, positives, negatives, batch, self.similarity, self.exclude)
+        return self.shared_column_rows(shared, batch)
+
+    def shared_column_rows(self, shared: SharedColumns, batch: Batch | None) -> Tensor:
+        """:meth:`shared_column_losses` on prepared columns (Adap-τ reuses them for its unscaled loss)."""
         tau_positive, tau, weight = self.temperatures(batch)
-        columns = positives if negatives is None else torch.cat([positives, negatives])
-        size = users.shape[0]
-        drop_rows, drop_columns = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-        excluded = host_exclusion_mask(batch, self.exclude, columns.shape[0])
-        if excluded is not None:
-            drop_rows, drop_columns = np.nonzero(excluded)
-        if not self.positive_in_denominator:
-            diagonal = np.arange(size, dtype=np.int64)
-            drop_rows = np.concatenate([drop_rows, diagonal])
-            drop_columns = np.concatenate([drop_columns, diagonal])
-        log_sum = chunked_logsumexp(users, columns, tau, drop_rows, drop_columns, SOFTMAX_CHUNK)
+        drop_rows, drop_columns = shared.dropped(positive=self.positive_in_denominator)
+        log_sum = chunked_logsumexp(shared.users, shared.columns, tau, drop_rows, drop_columns, SOFTMAX_CHUNK)
         # a row whose every column is dropped carries no signal (its log-sum is −inf); it is zeroed
         # before the weight multiplies it, or a learnable weight's gradient would be 0 · (−inf) = NaN
         finite = torch.isfinite(log_sum)
         log_sum = torch.where(finite, log_sum, torch.zeros_like(log_sum))
-        rows = weight * log_sum - (users * positives).sum(dim=-1) / tau_positive
+        rows = weight * log_sum - shared.positive_scores() / _column(tau_positive)
         return torch.where(finite, rows, torch.zeros_like(rows))
 
     def row_losses(self, candidates: Candidates, batch: Batch | None) -> Tensor:
