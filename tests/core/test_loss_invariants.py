@@ -152,6 +152,18 @@ def test_excluding_duplicates_equals_the_masked_value() -> None:
     assert value.item() == pytest.approx(expected, rel=1e-9)
 
 
+def _row_zero_covered() -> TrainingSet:
+    """5 users, 10 items; user 0's training items (0, 1, 2, 7, 8, 9) cover every column of row 0 in
+    the batches below (positives 0, 1, 2, 1, 1 and shared negatives 7, 8, 9)."""
+    dense = np.zeros((5, 10), dtype=np.float32)
+    dense[0, [0, 1, 2, 7, 8, 9]] = 1
+    dense[1, [1, 4]] = 1
+    dense[2, [2, 9]] = 1
+    dense[3, [1, 3]] = 1
+    dense[4, [1, 5, 7]] = 1
+    return TrainingSet(sp.csr_matrix(dense))
+
+
 @pytest.mark.parametrize("exclude", ["none", "duplicates", "train"])
 @pytest.mark.parametrize("positive_in_denominator", [True, False])
 @pytest.mark.parametrize("shared_negatives", [0, 3])
@@ -164,14 +176,7 @@ def test_shared_column_path_equals_the_masked_score_matrix(
     give the masked (B, K) computation's values and gradients, a learnable τ's included, also for a
     row whose every candidate is masked. BSL's τ₁ ≠ τ₂ checks that the positive term and the
     log-sum weight τ₂/τ₁ are applied on that path too."""
-    # user 0's training items cover every column of row 0 (items 0, 1, 2, 7, 8, 9)
-    dense = np.zeros((5, 10), dtype=np.float32)
-    dense[0, [0, 1, 2, 7, 8, 9]] = 1
-    dense[1, [1, 4]] = 1
-    dense[2, [2, 9]] = 1
-    dense[3, [1, 3]] = 1
-    dense[4, [1, 5, 7]] = 1
-    training = TrainingSet(sp.csr_matrix(dense))
+    training = _row_zero_covered()
     ids = torch.tensor([0, 1, 2, 1, 1])  # item 1 three times: duplicates
     negative_ids = torch.tensor([7, 8, 9])[:shared_negatives] if shared_negatives else None
     batch = Batch(
@@ -278,13 +283,7 @@ def test_adaptive_tau_in_batch_equals_its_score_matrix_computation(
     """Adap-τ in-batch goes through the chunked kernel with one τ per row (its user's 1/β_u), never
     building the (B, K) score matrix; its loss, gradients and the unscaled per-user losses it records
     for the next epoch's β must be those of the masked score matrix."""
-    dense = np.zeros((5, 10), dtype=np.float32)
-    dense[0, [0, 1, 2, 7, 8, 9]] = 1
-    dense[1, [1, 4]] = 1
-    dense[2, [2, 9]] = 1
-    dense[3, [1, 3]] = 1
-    dense[4, [1, 5, 7]] = 1
-    training = TrainingSet(sp.csr_matrix(dense))
+    training = _row_zero_covered()
     ids = torch.tensor([0, 1, 2, 1, 1])
     users_ids = torch.tensor([0, 1, 2, 3, 1])  # user 1 twice: its sums add two rows
     negative_ids = torch.tensor([7, 8, 9])[:shared_negatives] if shared_negatives else None
