@@ -124,6 +124,27 @@ def test_chunked_logsumexp_gradients_by_gradcheck_with_learnable_temperature() -
     assert torch.isfinite(grad_users).all() and torch.isfinite(grad_items).all()
 
 
+def test_chunked_logsumexp_subtracts_constant_column_offsets() -> None:
+    """Offsets (log q) are subtracted from each column's logits in every chunk and take no gradient;
+    the reference is the masked log-sum-exp of the whole offset logit matrix."""
+    users, items = _random(15, 4, 3).requires_grad_(True), _random(16, 9, 3).requires_grad_(True)
+    offsets = _random(17, 9).requires_grad_(True)
+    rows, columns = np.array([0, 2, 3]), np.array([8, 4, 0])
+    dropped = torch.zeros(4, 9, dtype=torch.bool)
+    dropped[rows, columns] = True
+    reference = torch.logsumexp((users @ items.T / 0.4 - offsets).masked_fill(dropped, float("-inf")), 1)
+    want = torch.autograd.grad(reference.sum(), (users, items))
+    for chunk in (None, 4, 1):
+        value = chunked_logsumexp(users, items, 0.4, rows, columns, chunk, offsets)
+        torch.testing.assert_close(value, reference)
+        got = torch.autograd.grad(value.sum(), (users, items))
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w)
+    assert offsets.grad is None
+    with pytest.raises(ValueError, match="offsets must have shape"):
+        chunked_logsumexp(users, items, 0.4, rows, columns, 4, offsets[:5])
+
+
 def _duplicate_free_batch() -> tuple[torch.Tensor, torch.Tensor, Batch]:
     users, items = _random(7, 4, 3), _random(8, 6, 3)
     ids = torch.tensor([0, 2, 5, 1])
@@ -169,18 +190,31 @@ def _row_zero_covered() -> TrainingSet:
 @pytest.mark.parametrize("shared_negatives", [0, 3])
 @pytest.mark.parametrize("similarity", ["cosine", "dot"])
 @pytest.mark.parametrize("bilateral", [False, True])
+@pytest.mark.parametrize("logq", ["none", "standard", "corrected"])
 def test_shared_column_path_equals_the_masked_score_matrix(
-    exclude: str, positive_in_denominator: bool, shared_negatives: int, similarity: str, bilateral: bool
+    exclude: str,
+    positive_in_denominator: bool,
+    shared_negatives: int,
+    similarity: str,
+    bilateral: bool,
+    logq: str,
 ) -> None:
     """In-batch (and shared-negative) SSM and BSL go through the chunked log-sum-exp kernel; it must
     give the masked (B, K) computation's values and gradients, a learnable τ's included, also for a
     row whose every candidate is masked. BSL's τ₁ ≠ τ₂ checks that the positive term and the
-    log-sum weight τ₂/τ₁ are applied on that path too."""
+    log-sum weight τ₂/τ₁ are applied on that path too, and a log q that differs per column that both
+    logQ forms are (the corrected one leaves it off the row's own positive)."""
     training = _row_zero_covered()
     ids = torch.tensor([0, 1, 2, 1, 1])  # item 1 three times: duplicates
     negative_ids = torch.tensor([7, 8, 9])[:shared_negatives] if shared_negatives else None
+    log_q = torch.log(torch.tensor([[0.3, 1.5, 0.2, 1.5, 1.5, 0.05, 0.1, 0.4][: 5 + shared_negatives]]))
     batch = Batch(
-        users=torch.arange(5), positives=ids, negatives=negative_ids, in_batch=True, training=training
+        users=torch.arange(5),
+        positives=ids,
+        negatives=negative_ids,
+        in_batch=True,
+        training=training,
+        log_q=log_q.double(),
     )
     options = {"positive_temperature": 0.7} if bilateral else {}
     loss = (BilateralSoftmaxLoss if bilateral else SampledSoftmaxLoss)(
@@ -189,6 +223,7 @@ def test_shared_column_path_equals_the_masked_score_matrix(
         num_negatives=shared_negatives,
         exclude=exclude,
         positive_in_denominator=positive_in_denominator,
+        logq=logq,
         learn_temperature=True,
         **options,
     ).double()
@@ -277,8 +312,9 @@ def _no_score_matrix(*args: object, **kwargs: object) -> None:
 
 @pytest.mark.parametrize("exclude", ["none", "duplicates", "train"])
 @pytest.mark.parametrize("shared_negatives", [0, 3])
+@pytest.mark.parametrize("logq", ["none", "corrected"])
 def test_adaptive_tau_in_batch_equals_its_score_matrix_computation(
-    exclude: str, shared_negatives: int, monkeypatch: pytest.MonkeyPatch
+    exclude: str, shared_negatives: int, logq: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Adap-τ in-batch goes through the chunked kernel with one τ per row (its user's 1/β_u), never
     building the (B, K) score matrix; its loss, gradients and the unscaled per-user losses it records
@@ -287,11 +323,19 @@ def test_adaptive_tau_in_batch_equals_its_score_matrix_computation(
     ids = torch.tensor([0, 1, 2, 1, 1])
     users_ids = torch.tensor([0, 1, 2, 3, 1])  # user 1 twice: its sums add two rows
     negative_ids = torch.tensor([7, 8, 9])[:shared_negatives] if shared_negatives else None
-    batch = Batch(users=users_ids, positives=ids, negatives=negative_ids, in_batch=True, training=training)
+    log_q = torch.log(torch.tensor([[0.3, 1.5, 0.2, 1.5, 1.5, 0.05, 0.1, 0.4][: 5 + shared_negatives]]))
+    batch = Batch(
+        users=users_ids,
+        positives=ids,
+        negatives=negative_ids,
+        in_batch=True,
+        training=training,
+        log_q=log_q.double(),
+    )
     user_table, item_table = _random(31, 5, 4), _random(32, 10, 4)
 
     def run(chunked: bool) -> tuple[torch.Tensor, ...]:
-        loss = AdaptiveTemperatureLoss(num_negatives=shared_negatives, exclude=exclude)
+        loss = AdaptiveTemperatureLoss(num_negatives=shared_negatives, exclude=exclude, logq=logq)
         loss.positive_inverse_temperature = 4.0
         loss.user_inverse_temperature = torch.tensor([2.0, 3.5, 5.0, 7.0, 9.0], dtype=torch.float64)
         loss._loss_sum = torch.zeros(5, dtype=torch.float64)

@@ -161,6 +161,8 @@ class SharedColumns:
     """Row of each masked accidental hit (host int64)."""
     excluded_columns: np.ndarray
     """Column of each masked accidental hit, paired with ``excluded_rows``."""
+    log_q: Tensor | None = None
+    """(K,) the sampler's log expected count of each column (``None``: the batch has none)."""
 
     def dropped(self, positive: bool) -> tuple[np.ndarray, np.ndarray]:
         """(rows, columns) to leave out of a log-sum: the masked hits, and each row's own positive
@@ -191,7 +193,20 @@ def shared_columns(
     columns = positives if negatives is None else torch.cat([positives, negatives])
     excluded = host_exclusion_mask(batch, exclude, columns.shape[0])
     rows, cols = (np.empty(0, dtype=np.int64),) * 2 if excluded is None else np.nonzero(excluded)
-    return SharedColumns(users, positives, columns, rows.astype(np.int64), cols.astype(np.int64))
+    return SharedColumns(
+        users, positives, columns, rows.astype(np.int64), cols.astype(np.int64), column_log_q(batch)
+    )
+
+
+def column_log_q(batch: Batch | None) -> Tensor | None:
+    """The batch's log q as one value per candidate column, (K,), where all rows share it (the in-batch
+    samplers give (1, K)); ``None`` where the batch has no log q or one per row."""
+    if batch is None or batch.log_q is None:
+        return None
+    log_q = batch.log_q
+    if log_q.dim() == 2 and log_q.shape[0] == 1:
+        log_q = log_q[0]
+    return log_q if log_q.dim() == 1 else None
 
 
 def host_exclusion_mask(batch: Batch | None, exclude: str, n_columns: int) -> np.ndarray | None:

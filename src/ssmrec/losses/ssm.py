@@ -42,6 +42,7 @@ from ssmrec.losses.candidates import (
     EXCLUDE,
     Candidates,
     SharedColumns,
+    column_log_q,
     score_candidates,
     shared_columns,
 )
@@ -118,12 +119,12 @@ class SampledSoftmaxLoss(Objective):
         return reduce(self.row_losses(candidates, batch), self.reduction)
 
     def _shares_columns(self, negatives: Tensor | None, batch: Batch | None) -> bool:
-        """Every row has the same candidate columns (in-batch, plus negatives shared by the batch),
-        without logQ: then the loss is a log-sum-exp over one product, whatever :meth:`temperatures`
-        gives (SSM's one τ, BSL's τ₁ and τ₂, Adap-τ's τ per row)."""
+        """Every row has the same candidate columns (in-batch, plus negatives shared by the batch), and
+        with logQ also the same log q per column: then the loss is a log-sum-exp over one product,
+        whatever :meth:`temperatures` gives (SSM's one τ, BSL's τ₁ and τ₂, Adap-τ's τ per row)."""
         in_batch = batch.in_batch if batch is not None else negatives is None
         return (
-            self.logq == "none"
+            (self.logq == "none" or column_log_q(batch) is not None)
             and in_batch
             and (negatives is None or negatives.dim() == 2)
         )
@@ -139,7 +140,9 @@ class SampledSoftmaxLoss(Objective):
         (``python benchmarks/profile_step.py``, before and after), the 2048 × 2048 log-softmax and its
         backward being the largest part removed. Masked accidental hits and, in the SL form, each row's
         own positive are dropped pairs of the sum. BSL's τ₁ and log-sum weight
-        (:meth:`temperatures`) apply to the positive term and the log-sum as in :meth:`row_losses`.
+        (:meth:`temperatures`) apply to the positive term and the log-sum as in :meth:`row_losses`, and
+        so does logQ: the kernel subtracts log q from every column; the corrected form's positive
+        enters the sum without it, so it is left out of the kernel and added back.
         """
         shared = shared_columns(users, positives, negatives, batch, self.similarity, self.exclude)
         return self.shared_column_rows(shared, batch)
@@ -147,13 +150,32 @@ class SampledSoftmaxLoss(Objective):
     def shared_column_rows(self, shared: SharedColumns, batch: Batch | None) -> Tensor:
         """:meth:`shared_column_losses` on prepared columns (Adap-τ reuses them for its unscaled loss)."""
         tau_positive, tau, weight = self.temperatures(batch)
-        drop_rows, drop_columns = shared.dropped(positive=self.positive_in_denominator)
-        log_sum = chunked_logsumexp(shared.users, shared.columns, tau, drop_rows, drop_columns, SOFTMAX_CHUNK)
+        log_q = None if self.logq == "none" else shared.log_q
+        if self.logq != "none" and log_q is None:
+            raise ValueError("logQ correction needs the sampler's log q in the batch")
+        corrected = self.logq == "corrected"
+        drop_rows, drop_columns = shared.dropped(positive=self.positive_in_denominator and not corrected)
+        log_sum = chunked_logsumexp(
+            shared.users, shared.columns, tau, drop_rows, drop_columns, SOFTMAX_CHUNK, log_q
+        )
+        scores = shared.positive_scores()
+        positive_logit = scores / _column(tau_positive)
+        if self.logq == "standard":
+            positive_logit = positive_logit - log_q[: scores.shape[0]]
+        if corrected:  # the positive's own logit, without log q, in the denominator and in p(positive)
+            own = scores / _column(tau)
+            if self.positive_in_denominator:
+                log_sum = torch.logaddexp(log_sum, own)
+            with torch.no_grad():
+                everything = log_sum if self.positive_in_denominator else torch.logaddexp(log_sum, own)
+                p_positive = (own - everything).exp()
         # a row whose every column is dropped carries no signal (its log-sum is −inf); it is zeroed
         # before the weight multiplies it, or a learnable weight's gradient would be 0 · (−inf) = NaN
         finite = torch.isfinite(log_sum)
         log_sum = torch.where(finite, log_sum, torch.zeros_like(log_sum))
-        rows = weight * log_sum - shared.positive_scores() / _column(tau_positive)
+        rows = weight * log_sum - positive_logit
+        if corrected:
+            rows = (1.0 - p_positive) * rows
         return torch.where(finite, rows, torch.zeros_like(rows))
 
     def row_losses(self, candidates: Candidates, batch: Batch | None) -> Tensor:
