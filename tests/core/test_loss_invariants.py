@@ -185,6 +185,11 @@ def _row_zero_covered() -> TrainingSet:
     return TrainingSet(sp.csr_matrix(dense))
 
 
+def _column_log_q(n_columns: int) -> torch.Tensor:
+    """(1, K) log q of the batches below: one value per column, equal for the duplicated item 1."""
+    return torch.tensor([[0.3, 1.5, 0.2, 1.5, 1.5, 0.05, 0.1, 0.4][:n_columns]], dtype=torch.float64).log()
+
+
 @pytest.mark.parametrize("exclude", ["none", "duplicates", "train"])
 @pytest.mark.parametrize("positive_in_denominator", [True, False])
 @pytest.mark.parametrize("shared_negatives", [0, 3])
@@ -207,14 +212,13 @@ def test_shared_column_path_equals_the_masked_score_matrix(
     training = _row_zero_covered()
     ids = torch.tensor([0, 1, 2, 1, 1])  # item 1 three times: duplicates
     negative_ids = torch.tensor([7, 8, 9])[:shared_negatives] if shared_negatives else None
-    log_q = torch.log(torch.tensor([[0.3, 1.5, 0.2, 1.5, 1.5, 0.05, 0.1, 0.4][: 5 + shared_negatives]]))
     batch = Batch(
         users=torch.arange(5),
         positives=ids,
         negatives=negative_ids,
         in_batch=True,
         training=training,
-        log_q=log_q.double(),
+        log_q=_column_log_q(5 + shared_negatives),
     )
     options = {"positive_temperature": 0.7} if bilateral else {}
     loss = (BilateralSoftmaxLoss if bilateral else SampledSoftmaxLoss)(
@@ -323,14 +327,13 @@ def test_adaptive_tau_in_batch_equals_its_score_matrix_computation(
     ids = torch.tensor([0, 1, 2, 1, 1])
     users_ids = torch.tensor([0, 1, 2, 3, 1])  # user 1 twice: its sums add two rows
     negative_ids = torch.tensor([7, 8, 9])[:shared_negatives] if shared_negatives else None
-    log_q = torch.log(torch.tensor([[0.3, 1.5, 0.2, 1.5, 1.5, 0.05, 0.1, 0.4][: 5 + shared_negatives]]))
     batch = Batch(
         users=users_ids,
         positives=ids,
         negatives=negative_ids,
         in_batch=True,
         training=training,
-        log_q=log_q.double(),
+        log_q=_column_log_q(5 + shared_negatives),
     )
     user_table, item_table = _random(31, 5, 4), _random(32, 10, 4)
 
