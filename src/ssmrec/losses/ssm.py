@@ -164,11 +164,10 @@ class SampledSoftmaxLoss(Objective):
             positive_logit = positive_logit - log_q[: scores.shape[0]]
         if corrected:  # the positive's own logit, without log q, in the denominator and in p(positive)
             own = scores / _column(tau)
+            everything = torch.logaddexp(log_sum, own)
             if self.positive_in_denominator:
-                log_sum = torch.logaddexp(log_sum, own)
-            with torch.no_grad():
-                everything = log_sum if self.positive_in_denominator else torch.logaddexp(log_sum, own)
-                p_positive = (own - everything).exp()
+                log_sum = everything
+            p_positive = (own - everything).detach().exp()
         # a row whose every column is dropped carries no signal (its log-sum is −inf); it is zeroed
         # before the weight multiplies it, or a learnable weight's gradient would be 0 · (−inf) = NaN
         finite = torch.isfinite(log_sum)
