@@ -73,7 +73,12 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--positive-in-denominator", "positive_in_denominator", _boolean, "true (SSM) or false (SL form)"),
     ("--logq", "logq", str, "none, standard or corrected (sampled softmax losses)"),
     ("--margin", "margin", float, "CCL margin"),
-    ("--negative-weight", "negative_weight", float, "CCL/BCE/MSE weight of the mean negative term"),
+    (
+        "--negative-weight",
+        "negative_weight",
+        float,
+        "CCL/BCE/MSE: weight of the mean negative term; BSL: weight of the negatives' log-sum (tau2/tau1)",
+    ),
     ("--softmax-chunk-size", "softmax_chunk_size", int, "items per chunk of the full softmax"),
     ("--adaptive-warmup", "adaptive_warmup", int, "Adap-tau: epochs with the fixed warm-up gap"),
     ("--adaptive-scale", "adaptive_scale", float, "Adap-tau: Lambert-W scale t2 of the user losses"),

@@ -215,6 +215,10 @@ class LossSpec:
                 (self.margin is None or -1 <= self.margin < 1, "margin must be a cosine in [-1, 1)"),
                 (self.negative_weight is None or self.negative_weight >= 0, "negative_weight must be >= 0"),
                 (
+                    self.name != "bsl" or self.negative_weight is None or self.negative_weight > 0,
+                    "BSL's negative_weight (the weight of the negatives' log-sum) must be > 0",
+                ),
+                (
                     self.softmax_chunk_size is None or self.softmax_chunk_size > 0,
                     "softmax_chunk_size must be > 0",
                 ),
@@ -451,6 +455,28 @@ PRESETS: dict[str, dict[str, Any]] = {
         "loss": "ssm",
         "temperature": 0.1,
         "reg": 1e-1,
+    },
+    # The BSL authors' best LightGCN logs (github.com/junkangwu/BSL, BEST/gowalla_…_t1_0.12_t2_0.84_…
+    # _HOPS_1_2048 and BEST/yelp2018_…_t1_0.15_t2_1.12_…_HOPS_3_1024): one τ (their t1) and the
+    # negatives' log-sum weight (their t2), L2 1e-5, Adam lr 1e-3, in-batch negatives.
+    "bsl-gowalla": {
+        "data": {"dataset": "gowalla"},
+        "model": "lightgcn",
+        "layers": 1,
+        "loss": "bsl",
+        "temperature": 0.12,
+        "negative_weight": 0.84,
+        "reg": 1e-5,
+    },
+    "bsl-yelp2018": {
+        "data": {"dataset": "yelp2018"},
+        "model": "lightgcn",
+        "layers": 3,
+        "loss": "bsl",
+        "temperature": 0.15,
+        "negative_weight": 1.12,
+        "reg": 1e-5,
+        "batch_size": 1024,
     },
     # LightGCN-PyTorch's BPR setting (He et al., SIGIR 2020): 3 layers, weight decay 1e-4, mean reduction.
     "bpr-gowalla": {

@@ -36,6 +36,14 @@ def test_presets_carry_the_papers_settings() -> None:
     book = resolve_config(flag_values={"preset": "ssm-amazon-book"})
     assert (book.model.layers, book.loss.temperature, book.optim.reg) == (3, 0.1, 1e-1)
     assert set(PRESETS) >= {"ssm-gowalla", "ssm-yelp2018", "ssm-amazon-book"}
+    bsl = resolve_config(flag_values={"preset": "bsl-gowalla"})
+    assert (bsl.loss.name, bsl.model.layers, bsl.optim.batch_size) == ("bsl", 1, 2048)
+    # the authors' form: one τ on both sides and a free weight on the negatives' log-sum
+    loss = bsl.loss
+    assert (loss.temperature, loss.positive_temperature, loss.negative_weight) == (0.12, 0.12, 0.84)
+    bsl_yelp = resolve_config(flag_values={"preset": "bsl-yelp2018"})
+    yelp_bsl = (bsl_yelp.model.layers, bsl_yelp.optim.batch_size, bsl_yelp.loss.negative_weight)
+    assert yelp_bsl == (3, 1024, 1.12)
 
 
 def test_layering_file_over_preset_flags_over_file(tmp_path: Path) -> None:

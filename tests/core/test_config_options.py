@@ -75,6 +75,7 @@ def test_old_flat_config_json_still_loads() -> None:
         ({"margin": 0.5}, "margin applies to ccl, not to loss 'ssm'"),
         ({"positive_temperature": 0.5}, "positive_temperature applies to bsl, not"),
         ({"loss": "bsl", "positive_temperature": 0.0}, "positive_temperature must be > 0"),
+        ({"loss": "bsl", "negative_weight": 0.0}, "BSL's negative_weight .* must be > 0"),
         (
             {"loss": "bpr", "positive_in_denominator": False},
             "positive_in_denominator applies to ssm, softmax",

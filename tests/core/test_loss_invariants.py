@@ -206,8 +206,8 @@ def test_shared_column_path_equals_the_masked_score_matrix(
 ) -> None:
     """In-batch (and shared-negative) SSM and BSL go through the chunked log-sum-exp kernel; it must
     give the masked (B, K) computation's values and gradients, a learnable τ's included, also for a
-    row whose every candidate is masked. BSL's τ₁ ≠ τ₂ checks that the positive term and the
-    log-sum weight τ₂/τ₁ are applied on that path too, and a log q that differs per column that both
+    row whose every candidate is masked. BSL's τ₁ ≠ τ₂ and weight 0.8 check that the positive term and
+    the log-sum weight are applied on that path too, and a log q that differs per column that both
     logQ forms are (the corrected one leaves it off the row's own positive)."""
     training = _row_zero_covered()
     ids = torch.tensor([0, 1, 2, 1, 1])  # item 1 three times: duplicates
@@ -220,7 +220,7 @@ def test_shared_column_path_equals_the_masked_score_matrix(
         training=training,
         log_q=_column_log_q(5 + shared_negatives),
     )
-    options = {"positive_temperature": 0.7} if bilateral else {}
+    options = {"positive_temperature": 0.7, "negative_weight": 0.8} if bilateral else {}
     loss = (BilateralSoftmaxLoss if bilateral else SampledSoftmaxLoss)(
         temperature=0.3,
         similarity=similarity,  # type: ignore[arg-type]

@@ -199,6 +199,31 @@ def test_bsl_by_hand() -> None:
     )
 
 
+def test_bsl_authors_form_by_hand() -> None:
+    """The authors' code (one τ, free log-sum weight w) is not a rescaled SL loss: w = 0.84 moves the
+    loss off SL's line, whereas the default w = τ2/τ1 is exactly (τ2/τ1) × SL(τ2)."""
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    positives = torch.tensor([[2.0, 0.0], [1.0, 3.0]])
+    negatives = torch.tensor([[[0.0, 1.0], [1.0, 1.0]], [[2.0, -1.0], [0.5, 0.5]]])
+    # dot scores: row 0 positive 2, negatives 0, 1; row 1 positive 3, negatives -1, 0.5
+    tau, weight = 0.25, 0.84
+    rows = [-2.0 / tau + weight * lse([0.0, 1.0 / tau]), -3.0 / tau + weight * lse([-1.0 / tau, 0.5 / tau])]
+    authors = BilateralSoftmaxLoss(temperature=tau, negative_weight=weight, similarity="dot", num_negatives=2)
+    assert authors(users, positives, negatives).item() == pytest.approx(sum(rows) / 2, rel=1e-6)
+    tau1 = 0.4
+    default = BilateralSoftmaxLoss(
+        positive_temperature=tau1, temperature=tau, similarity="dot", num_negatives=2
+    )
+    sl = SampledSoftmaxLoss(
+        temperature=tau, similarity="dot", num_negatives=2, positive_in_denominator=False, reduction="mean"
+    )
+    assert default(users, positives, negatives).item() == pytest.approx(
+        tau / tau1 * sl(users, positives, negatives).item(), rel=1e-6
+    )
+    with pytest.raises(ValueError, match="negative_weight must be > 0"):
+        BilateralSoftmaxLoss(temperature=tau, negative_weight=0.0)
+
+
 def test_adaptive_temperature_loss_and_updates_by_hand() -> None:
     # 5 users with 1..5 training items among 10: the 20 % quantile of (1..5) is 1.8, so U' = users 1..4
     dense = np.zeros((5, 10), dtype=np.float32)

@@ -31,7 +31,8 @@ def test_default_spaces_follow_the_model_and_loss() -> None:
     assert ssm["reg"].log and ssm["logq"].choices == ("none", "corrected")
     assert ssm["num_negatives"].when == {"negatives": ("mixed",)}
     bsl = _by_name(build_space("mf", "bsl", flag_values=DATA))
-    assert {"temperature", "positive_temperature"} <= set(bsl) and "layers" not in bsl  # MF has no layers
+    assert {"temperature", "negative_weight"} <= set(bsl) and "layers" not in bsl  # MF has no layers
+    assert "positive_temperature" not in bsl  # with the default weight τ2/τ1 it only rescales the loss
     adaptive = _by_name(build_space("mf", "adap-tau", flag_values=DATA))
     assert {"adaptive_scale", "adaptive_warmup"} <= set(adaptive)
     assert "temperature" not in _by_name(build_space("mf", "bpr", flag_values=DATA))  # BPR has no τ
