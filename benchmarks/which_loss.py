@@ -38,6 +38,10 @@ def tune_cell(args: argparse.Namespace, dataset: str, model: str, loss: str, ref
     ]  # fmt: skip
     if refit:
         command.append("--refit")
+    if args.baseline_first:
+        command.append("--baseline-first")
+    if args.max_minutes is not None:
+        command += ["--max-minutes", str(args.max_minutes)]
     print(f"== {dataset} {model} {loss}: {' '.join(command[2:])}", flush=True)
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     return output
@@ -81,6 +85,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--baseline-first",
+        action="store_true",
+        help="each study's first trial is the loss's defaults-table setting (with --trials 1: only that)",
+    )
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="wall-clock cap of each trial (equal time per cell)"
+    )
+    parser.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="test the best trial's weights once instead of refitting on train + validation (half the cost)",
+    )
     parser.add_argument("--output", default=str(REPO.parent / "runs" / "which-loss"))
     parser.add_argument(
         "--results-name",
@@ -94,7 +111,8 @@ def main() -> None:
     rows = []
     started = time.perf_counter()
     for dataset in args.datasets.split(","):
-        refit = load_dataset(DataSpec(dataset=dataset, valid_ratio=0.0)).valid is None  # none shipped
+        shipped_valid = load_dataset(DataSpec(dataset=dataset, valid_ratio=0.0)).valid is not None
+        refit = not shipped_valid and not args.no_refit  # a shipped split cannot be merged into train
         for model in args.models.split(","):
             for loss in args.losses.split(","):
                 output = tune_cell(args, dataset, model, loss, refit)
@@ -105,8 +123,9 @@ def main() -> None:
     lines = [
         f"`python benchmarks/which_loss.py {' '.join(sys.argv[1:])}`",
         "",
-        "| dataset | model | loss | trials | valid R@20 | test R@20 | test N@20 | test from | best params |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | model | loss | trials | best epoch | valid R@20 | test R@20 | test N@20 | test from "
+        "| best params |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         params = ", ".join(
@@ -114,7 +133,8 @@ def main() -> None:
             for key, value in row["params"].items()
         )
         lines.append(
-            f"| {row['dataset']} | {row['model']} | {row['loss']} | {row['trials']} | {row['valid']:.4f} | "
+            f"| {row['dataset']} | {row['model']} | {row['loss']} | {row['trials']} | {row['best_epoch']} | "
+            f"{row['valid']:.4f} | "
             f"{row['test']['recall@20']:.4f} | {row['test']['ndcg@20']:.4f} | {row['test_from']} | {params} |"
         )
     write_results(

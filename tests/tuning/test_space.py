@@ -8,7 +8,7 @@ import pytest
 
 from ssmrec.config import resolve_config
 from ssmrec.errors import ConfigError, SsmrecError
-from ssmrec.tuning.space import build_space
+from ssmrec.tuning.space import build_space, given_settings
 
 DATA = {"data": {"dataset": "ml-100k"}}
 
@@ -71,6 +71,22 @@ def test_the_baseline_trial_is_the_presets_own_setting(tmp_path: Path) -> None:
     narrow = _space_file(tmp_path, "[temperature]\nlow = 0.2\nhigh = 0.4\n")
     outside = build_space("lightgcn", "ssm", narrow, flag_values={"preset": "ssm-gowalla"}).baseline(preset)
     assert "temperature" not in outside and outside["reg"] == 1e-5
+
+
+def test_the_baseline_takes_the_loss_rows_optimisation_settings_nobody_set() -> None:
+    """A BPR study without a preset starts from LightGCN-PyTorch's L2 1e-4 (its row of the defaults
+    table, as ``ssmrec grid`` runs BPR), not the config's generic 1e-5; a preset's or a flag's value wins."""
+
+    def baseline(flags: dict) -> dict:
+        config = resolve_config({}, flags)
+        space = build_space(config.model.name, config.loss.name, flag_values=flags)
+        return space.baseline(config, given_settings({}, flags))
+
+    assert resolve_config({}, {**DATA, "loss": "bpr"}).optim.reg == 1e-5  # what `ssmrec train` would run
+    assert baseline({**DATA, "model": "mf", "loss": "bpr"}) == {"reg": 1e-4, "lr": 1e-3}
+    assert baseline({**DATA, "model": "mf", "loss": "bpr", "lr": 5e-3}) == {"reg": 1e-4}  # lr: not searched
+    assert baseline({"preset": "ssm-gowalla", "loss": "bpr"})["reg"] == 1e-5  # the preset's own L2
+    assert baseline({**DATA, "model": "mf", "loss": "ssm"})["reg"] == 1e-5  # SSM's row has no L2
 
 
 def test_a_space_file_replaces_and_adds_entries(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ssmrec.config import FLAT_KEYS, SECTIONS, TrainConfig, merge_layers, resolve_config
+from ssmrec.config import FLAT_KEYS, PRESETS, SECTIONS, TrainConfig, merge_layers, resolve_config
 from ssmrec.defaults import LOSS_DEFAULTS, LOSS_SEARCH_SPACES, MODEL_DEFAULTS, MODEL_SEARCH_SPACES
 from ssmrec.errors import ConfigError
 
@@ -137,17 +137,23 @@ class SearchSpace:
             return self.fixed[key]
         return LOSS_DEFAULTS[self.loss].get(key, MODEL_DEFAULTS[self.model].get(key))
 
-    def baseline(self, config: TrainConfig) -> dict[str, Any]:
+    def baseline(self, config: TrainConfig, given: frozenset[str] = frozenset()) -> dict[str, Any]:
         """``config``'s own values of the searched keys, for a first trial that runs the setting the
         study starts from (``ssmrec tune --baseline-first``): with it the best trial is never worse on
-        validation than the preset or defaults it tunes around. A value outside its range or choices,
-        or a key whose conditions ``config`` does not meet, is left to the sampler."""
+        validation than the preset or defaults it tunes around. An optimisation key that nobody set
+        (not in ``given``: the preset's, file's and flags' keys) takes the loss's row of the defaults
+        table, as ``ssmrec grid`` runs that loss (BPR's L2 1e-4 from LightGCN-PyTorch, not the config's
+        generic 1e-5), so a study of a loss starts from its paper's setting. A value outside its range
+        or choices, or a key whose conditions ``config`` does not meet, is left to the sampler."""
         values: dict[str, Any] = {}
+        row = LOSS_DEFAULTS[self.loss]
         for parameter in self.in_order():
             if not self.applies(parameter, values):
                 continue
             section, name = FLAT_KEYS[parameter.name]
             value = getattr(getattr(config, section), name)
+            if parameter.name in OPTIM_KEYS and parameter.name in row and parameter.name not in given:
+                value = row[parameter.name]
             if parameter.contains(value):
                 values[parameter.name] = value
         return values
@@ -275,6 +281,13 @@ def fixed_settings(file_values: dict[str, Any], flag_values: dict[str, Any]) -> 
         for name, value in values.items()
         if (section, name) in by_field
     }
+
+
+def given_settings(file_values: dict[str, Any], flag_values: dict[str, Any]) -> frozenset[str]:
+    """The flat keys the preset (named by a flag or the file), the config file and the flags set."""
+    name = flag_values.get("preset") or file_values.get("preset")
+    preset = PRESETS.get(name, {}) if isinstance(name, str) else {}
+    return frozenset(fixed_settings(preset, {})) | frozenset(fixed_settings(file_values, flag_values))
 
 
 def build_space(

@@ -36,7 +36,7 @@ from typing import Any, TextIO
 
 from ssmrec.config import TrainConfig, resolve_config
 from ssmrec.errors import ConfigError, SsmrecError
-from ssmrec.tuning.space import SearchSpace
+from ssmrec.tuning.space import SearchSpace, given_settings
 
 logger = logging.getLogger("ssmrec")
 
@@ -177,7 +177,8 @@ def open_study(spec: TuneSpec) -> tuple[Any, int]:
         before = study.user_attrs.get(ATTRIBUTE)
         if before is None and all(trial.state.name == "WAITING" for trial in study.trials):
             study.set_user_attr(ATTRIBUTE, recorded)  # a new study (maybe with enqueued trials)
-            baseline = spec.space.baseline(spec.base_config()) if spec.baseline_first else {}
+            given = given_settings(spec.file_values, spec.flag_values)
+            baseline = spec.space.baseline(spec.base_config(), given) if spec.baseline_first else {}
             if baseline and not study.trials:
                 study.enqueue_trial(baseline, user_attrs={"baseline": True})
                 logger.info("first trial: the fixed settings' own %s", _listed(baseline))
