@@ -61,6 +61,8 @@ def cell_result(output: Path, refit: bool, threads: int) -> dict[str, Any]:
         "params": best.params,
         "valid": best.value,
         "best_epoch": best.user_attrs.get("best_epoch"),
+        "epochs_run": best.user_attrs.get("epochs_run"),
+        "stopped_by": best.user_attrs.get("stopped_by"),
     }
     if refit:
         final = json.loads((output / f"refit-trial-{best.number:04d}" / "final_metrics.json").read_text())
@@ -123,9 +125,9 @@ def main() -> None:
     lines = [
         f"`python benchmarks/which_loss.py {' '.join(sys.argv[1:])}`",
         "",
-        "| dataset | model | loss | trials | best epoch | valid R@20 | test R@20 | test N@20 | test from "
-        "| best params |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | model | loss | trials | best epoch | epochs run (stopped by) | valid R@20 | test R@20 "
+        "| test N@20 | test from | best params |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         params = ", ".join(
@@ -134,6 +136,7 @@ def main() -> None:
         )
         lines.append(
             f"| {row['dataset']} | {row['model']} | {row['loss']} | {row['trials']} | {row['best_epoch']} | "
+            f"{row['epochs_run']} ({row['stopped_by']}) | "
             f"{row['valid']:.4f} | "
             f"{row['test']['recall@20']:.4f} | {row['test']['ndcg@20']:.4f} | {row['test_from']} | {params} |"
         )
