@@ -478,6 +478,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "reg": 1e-5,
         "batch_size": 1024,
     },
+    # The Adap-τ authors' Gowalla LightGCN log (github.com/junkangwu/Adap_tau,
+    # outputs/gowalla_LGN_mode_weight_mean_no_sample_…_lr_1e-3_l2_1e-5_t1_0.8_t2_0.6_nodrop.log):
+    # 3 hops, mean pooling, in-batch negatives, tau_mode weight_mean, Lambert-W scale temperature_2 = 0.6,
+    # cnt_lr = 100 warm-up epochs (their best epoch, 59, falls inside it), L2 1e-5, Adam lr 1e-3, batch 2048.
+    "adap-tau-gowalla": {
+        "data": {"dataset": "gowalla"},
+        "model": "lightgcn",
+        "layers": 3,
+        "loss": "adap-tau",
+        "adaptive_warmup": 100,
+        "adaptive_scale": 0.6,
+        "reg": 1e-5,
+    },
     # LightGCN-PyTorch's BPR setting (He et al., SIGIR 2020): 3 layers, weight decay 1e-4, mean reduction.
     "bpr-gowalla": {
         "data": {"dataset": "gowalla"},

@@ -44,6 +44,10 @@ def test_presets_carry_the_papers_settings() -> None:
     bsl_yelp = resolve_config(flag_values={"preset": "bsl-yelp2018"})
     yelp_bsl = (bsl_yelp.model.layers, bsl_yelp.optim.batch_size, bsl_yelp.loss.negative_weight)
     assert yelp_bsl == (3, 1024, 1.12)
+    adap = resolve_config(flag_values={"preset": "adap-tau-gowalla"})
+    adap_setting = (adap.loss.name, adap.model.layers, adap.loss.adaptive_warmup, adap.loss.adaptive_scale)
+    assert adap_setting == ("adap-tau", 3, 100, 0.6)
+    assert (adap.optim.reg, adap.optim.batch_size, adap.loss.negatives) == (1e-5, 2048, "in-batch")
 
 
 def test_layering_file_over_preset_flags_over_file(tmp_path: Path) -> None:

@@ -89,6 +89,18 @@ def test_the_baseline_takes_the_loss_rows_optimisation_settings_nobody_set() -> 
     assert baseline({**DATA, "model": "mf", "loss": "ssm"})["reg"] == 1e-5  # SSM's row has no L2
 
 
+def test_the_adap_tau_authors_setting_is_inside_the_default_space() -> None:
+    """``ssmrec tune --preset adap-tau-gowalla --baseline-first`` starts from the authors' published
+    Gowalla setting, 100 warm-up epochs and Lambert-W scale 0.6, instead of leaving them to the sampler."""
+    flags = {"preset": "adap-tau-gowalla"}
+    config = resolve_config({}, flags)
+    space = build_space(config.model.name, config.loss.name, flag_values=flags)
+    assert space.baseline(config, given_settings({}, flags)) == {
+        "layers": 3, "adaptive_scale": 0.6, "adaptive_warmup": 100, "reg": 1e-5,
+        "negatives": "in-batch", "logq": "none",
+    }  # fmt: skip
+
+
 def test_a_space_file_replaces_and_adds_entries(tmp_path: Path) -> None:
     text = "[temperature]\nlow = 0.05\nhigh = 0.2\n\n[lr]\nlow = 1e-4\nhigh = 1e-2\nlog = true\n"
     space = _by_name(build_space("lightgcn", "ssm", _space_file(tmp_path, text), flag_values=DATA))
