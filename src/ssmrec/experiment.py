@@ -71,6 +71,11 @@ REFIT_PROTOCOL_NOTE = (
 EXIT_CODES = {"interrupted": 130, "non-finite loss": 3}
 """Exit status of ``ssmrec train`` by ``stopped_by`` (0 for a run that finished its schedule)."""
 
+CONTINUABLE_STOPS = ("interrupted", "non-finite loss", "time budget")
+"""Why a run ended when it keeps its last checkpoint without ``--keep-checkpoint``: it was stopped
+by a person or a fault, or by its time budget (the limit of a machine, not of the experiment; a
+long run on a small machine is continued with ``--resume RUN --max-minutes M``)."""
+
 RESUMABLE_CHANGES = {
     ("optim", "epochs"),
     ("optim", "max_minutes"),
@@ -518,7 +523,10 @@ def resume(
                 if not main:
                     return [], None
                 removed = checkpoint.clean_stale(run.path)
-                return removed, checkpoint.latest(run.path)
+                saved = checkpoint.latest(run.path)
+                if saved is None and (run.path / FINAL).is_file():
+                    _refuse_finished_without_checkpoint(run)
+                return removed, saved
 
             removed, saved = context.together(latest)
             restored = context.broadcast(
@@ -562,6 +570,27 @@ def resume(
                 if handler is not None:
                     logger.removeHandler(handler)
                     handler.close()
+
+
+def _refuse_finished_without_checkpoint(run: RunDir) -> None:
+    """A finished run whose checkpoint was removed cannot continue: say so, and touch nothing.
+
+    Training it again from the start (what a run that died before its first checkpoint does) would
+    delete the finished run's metrics and best weights, which is never what ``--resume`` asks for.
+    """
+    try:
+        final = run.read_json(FINAL)
+    except (OSError, ValueError):
+        final = {}
+    stopped = final.get("stopped_by") if isinstance(final, dict) else None
+    epochs = final.get("epochs_run") if isinstance(final, dict) else None
+    raise SsmrecError(
+        f"{run.path}: this run finished ({stopped or 'stopped'}"
+        f"{f' after epoch {epochs}' if epochs is not None else ''}) and removed its checkpoint, so it "
+        "cannot be continued; its results are left as they are. Train it again with "
+        "--keep-checkpoint true to be able to extend it later (a run stopped by its time budget "
+        "keeps its checkpoint by itself)"
+    )
 
 
 def _placement(device: torch.device, config: TrainConfig) -> dict[str, Any]:
@@ -716,7 +745,7 @@ def _finish(
         final["weights_sha256"] = _sha256(run.path / WEIGHTS)
     final["config_sha256"] = _sha256(run.path / CONFIG)
     run.write_json(FINAL, final)
-    if state.stopped_by not in ("interrupted", "non-finite loss") and not config.run.keep_checkpoint:
+    if state.stopped_by not in CONTINUABLE_STOPS and not config.run.keep_checkpoint:
         checkpoint.remove(run.path)
     if "test" in final:
         logger.info(

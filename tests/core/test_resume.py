@@ -131,3 +131,33 @@ def test_resume_refuses_settings_that_change_the_result(setting: list[str], tmp_
     assert raised.returncode == 0, raised.stderr
     assert json.loads((run / "final_metrics.json").read_text())["epochs_run"] == 5
     assert json.loads((run / "config.json").read_text())["optim"]["epochs"] == 5  # what actually ran
+
+
+def test_time_budget_keeps_the_checkpoint_and_a_finished_run_is_never_retrained(
+    setting: list[str], uninterrupted: tuple[list[dict], dict], tmp_path: Path
+) -> None:
+    """A budget-stopped run continues with a larger budget; a run that removed its checkpoint is refused.
+
+    The time budget is the machine's limit, so the run keeps its checkpoint and ``--resume
+    --max-minutes`` ends where a run that was never stopped ends. Once it has finished (all epochs) the
+    checkpoint is gone, and a further ``--resume`` must fail with a clear message, leaving the metrics,
+    final metrics and weights byte for byte as they were (training again from scratch would erase them).
+    """
+    run = tmp_path / "run"
+    first = _ssmrec([*setting, "--output", str(run), "--max-minutes", "0.00001"])
+    assert first.returncode == 0, first.stderr
+    final = json.loads((run / "final_metrics.json").read_text())
+    assert (final["stopped_by"], final["epochs_run"]) == ("time budget", 1)
+    assert checkpoint.latest(run) is not None
+    resumed = _ssmrec(["--resume", str(run), "--max-minutes", "600"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert _outcome(run) == uninterrupted
+    assert not (run / "checkpoint").exists()  # finished by its epoch limit: nothing left to continue
+
+    files = ("metrics.jsonl", "final_metrics.json", "model.safetensors", "config.json")
+    before = {name: (run / name).read_bytes() for name in files}
+    refused = _ssmrec(["--resume", str(run), "--epochs", "6"])
+    assert refused.returncode == 2
+    assert "finished (max epochs after epoch 4) and removed its checkpoint" in refused.stderr
+    assert "--keep-checkpoint true" in refused.stderr
+    assert {name: (run / name).read_bytes() for name in files} == before

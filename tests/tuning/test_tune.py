@@ -197,6 +197,20 @@ def test_a_killed_tune_continues_the_dead_trial_mid_run(data: Path, tmp_path: Pa
     assert "continues trial 1's run directory" in rows[2]["note"]
 
 
+def test_a_trial_stopped_by_its_time_budget_keeps_no_checkpoint(data: Path, tmp_path: Path) -> None:
+    """A plain run stopped by its time budget keeps its checkpoint (to be continued); a trial never is
+    continued once Optuna has its value, so the study removes it instead of keeping one per trial."""
+    output = tmp_path / "tune"
+    done = tune(*fixed(data, "--max-minutes", "0.00001"), "--trials", "1", "--output", str(output))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (trial,) = load(output).trials
+    assert trial.state.name == "COMPLETE"
+    assert (trial.user_attrs["stopped_by"], trial.user_attrs["epochs_run"]) == ("time budget", 1)
+    run = output / "trials" / "trial-0000"
+    assert trial.value == final(run)["valid"]["ndcg@10"]
+    assert not (run / "checkpoint").exists()
+
+
 def test_two_processes_share_one_study(data: Path, tmp_path: Path) -> None:
     output = tmp_path / "tune"
     args = [*fixed(data, epochs=2), "--trials", "4", "--output", str(output), "--no-prune"]

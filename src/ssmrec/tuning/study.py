@@ -262,7 +262,7 @@ def claim_trial(study: Any, spec: TuneSpec) -> Claim | None:
 
 def run_trial(claim: Claim, spec: TuneSpec) -> TrialOutcome:
     """Train (or resume, or read back) one trial's run directory and tell Optuna the outcome."""
-    from ssmrec import experiment
+    from ssmrec import checkpoint, experiment
     from ssmrec.rundir import CONFIG, DATA, FINAL, RunDir
     from ssmrec.trainer import StopRun
 
@@ -320,6 +320,7 @@ def run_trial(claim: Claim, spec: TuneSpec) -> TrialOutcome:
         study_tell(trial, optuna.trial.TrialState.FAIL)
         return outcome
     outcome.value = float(final["valid"][metric])
+    checkpoint.remove(run_dir)  # a told trial is never continued (one its time budget stopped keeps one)
     if stopped_by == "pruned":
         outcome.state = "PRUNED"
         study_tell(trial, optuna.trial.TrialState.PRUNED)
