@@ -220,6 +220,27 @@ def rank_device(prefer_cuda: bool = True) -> torch.device:
     return torch.device("cpu")
 
 
+def group_device(configured: torch.device, context: Context, run: object) -> torch.device:
+    """The device a resumed run computes on: the one its process group was joined on, which must be
+    of the kind the run's config names.
+
+    A resume joins the group before rank 0 has read the run's config (the config is handed out over
+    the group), so the backend follows ``--device`` or ``auto``. A run trained with ``--device cpu`` on a
+    GPU machine and resumed without ``--device`` would otherwise move to the GPUs silently and stop
+    reproducing its own results; it is refused instead, before anything is written.
+    """
+    if context.world_size <= 1:
+        return configured
+    if configured.type != context.device.type:
+        raise SsmrecError(
+            f"{run}: the run's config computes on {configured.type}, but this resume joined the process "
+            f"group on {context.device} ({'NCCL' if context.device.type == 'cuda' else 'gloo'}, from "
+            f"--device or auto); resume it with --device {configured.type} to keep it where it ran, or "
+            f"--device {context.device.type} to move it"
+        )
+    return context.device
+
+
 @contextlib.contextmanager
 def session(timeout: float = DEFAULT_TIMEOUT, prefer_cuda: bool = False) -> Iterator[Context]:
     """Join the process group torchrun described in the environment, for the duration of the block.

@@ -502,9 +502,10 @@ def resume(
             return _with_changes(_read_config(run), changes, run.path).to_dict()
 
         config = build_config(context.broadcast(context.together(read)))
-        device = context.together(lambda: resolve_device(config.run.device))  # before any write
-        if context.world_size > 1:  # the process group's backend fixed where the ranks compute
-            device = distributed.rank_device(wants_cuda)
+        # before any write; under torchrun the group's backend fixed where the ranks compute
+        device = context.together(
+            lambda: distributed.group_device(resolve_device(config.run.device), context, run.path)
+        )
         with stop_requests() as should_stop, deterministic_mode(config.run.deterministic, device):
             if config.run.threads:
                 torch.set_num_threads(config.run.threads)

@@ -277,3 +277,23 @@ def test_torchrun_restart_after_a_lost_rank_resumes_the_run(
     for got, want in zip(_history(run), _history(single_run)[:2], strict=True):
         assert got["recall@20"] == pytest.approx(want["recall@20"], abs=1e-12)
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+
+
+def test_a_resume_under_torchrun_never_moves_a_run_to_another_kind_of_device() -> None:
+    """The group is joined before the config is read; a run configured for the CPU that meets a GPU
+    group (``--device`` left out on a GPU machine) is refused with the flag that keeps it where it ran."""
+    from ssmrec.distributed import Context, group_device
+    from ssmrec.errors import SsmrecError
+
+    gloo = Context(rank=1, world_size=2, device=torch.device("cpu"))
+    nccl = Context(rank=1, world_size=2, local_rank=1, device=torch.device("cuda", 1))
+    single = Context()
+    assert group_device(torch.device("cpu"), gloo, "runs/a") == torch.device("cpu")
+    # each rank computes on its own GPU (LOCAL_RANK), whatever index the config named
+    assert group_device(torch.device("cuda", 0), nccl, "runs/a") == torch.device("cuda", 1)
+    # one process: the config's own device, no group involved
+    assert group_device(torch.device("cuda", 0), single, "runs/a") == torch.device("cuda", 0)
+    with pytest.raises(SsmrecError, match=r"runs/a: the run's config computes on cpu.*NCCL.*--device cpu"):
+        group_device(torch.device("cpu"), nccl, "runs/a")
+    with pytest.raises(SsmrecError, match=r"computes on cuda.*gloo.*--device cuda to keep it"):
+        group_device(torch.device("cuda", 0), gloo, "runs/a")
