@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -487,7 +488,7 @@ def resume(
     run = RunDir(path)
     requested = changes.get("device")
     wants_cuda = torch.cuda.is_available() and not str(requested or "auto").startswith(("cpu", "mps"))
-    timeout = float(changes.get("dist_timeout", distributed.DEFAULT_TIMEOUT))
+    timeout = float(changes.get("dist_timeout", _recorded_dist_timeout(run)))
     with distributed.session(timeout, prefer_cuda=wants_cuda) as context:
         main = context.is_main
 
@@ -604,6 +605,23 @@ def _placement(device: torch.device, config: TrainConfig) -> dict[str, Any]:
         ", bf16 autocast" if config.optim.precision == "bf16" else "",
     )
     return {"device": description, "deterministic": config.run.deterministic}
+
+
+def _recorded_dist_timeout(run: RunDir) -> float:
+    """The run's own ``--dist-timeout``, read before the process group exists.
+
+    The group is joined before rank 0 reads (and checks) the config, and its timeout cannot change
+    afterwards, so each rank reads the value here, where it can. A rank that cannot read it (no such
+    directory on its machine, an unreadable or odd file) joins with the default; the config itself is
+    validated later, by rank 0, with a clear error.
+    """
+    try:
+        recorded = run.read_json(CONFIG)["run"]["dist_timeout"]
+    except (SsmrecError, KeyError, TypeError):
+        return distributed.DEFAULT_TIMEOUT
+    if isinstance(recorded, bool) or not isinstance(recorded, int | float) or not 0 < recorded < math.inf:
+        return distributed.DEFAULT_TIMEOUT
+    return float(recorded)
 
 
 def _read_config(run: RunDir) -> TrainConfig:

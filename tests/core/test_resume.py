@@ -161,3 +161,38 @@ def test_time_budget_keeps_the_checkpoint_and_a_finished_run_is_never_retrained(
     assert "finished (max epochs after epoch 4) and removed its checkpoint" in refused.stderr
     assert "--keep-checkpoint true" in refused.stderr
     assert {name: (run / name).read_bytes() for name in files} == before
+
+
+class _JoinedWith(Exception):
+    """Raised by the stand-in process group so that the test sees the timeout resume joined it with."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+
+
+@pytest.mark.parametrize(
+    ("config_text", "changes", "expected"),
+    [
+        ('{"run": {"dist_timeout": 45.0}}', {}, 45.0),  # the run's own value
+        ('{"run": {"dist_timeout": 45.0}}', {"dist_timeout": 12.0}, 12.0),  # a flag on resume wins
+        ('{"run": {"dist_timeout": -3}}', {}, 300.0),  # an invalid value: rank 0's config check reports it
+        ('{"run": {"dist_timeout": true}}', {}, 300.0),
+        ('{"run": {}}', {}, 300.0),  # a config of a version without the key
+        ("{not json", {}, 300.0),
+        (None, {}, 300.0),  # no config here (another machine's rank): the default
+    ],
+)
+def test_resume_joins_the_process_group_with_the_runs_recorded_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config_text: str | None, changes: dict, expected: float
+) -> None:
+    from ssmrec import experiment
+
+    def joined(timeout: float, prefer_cuda: bool = False) -> None:
+        raise _JoinedWith(timeout)
+
+    monkeypatch.setattr(experiment.distributed, "session", joined)
+    if config_text is not None:
+        (tmp_path / "config.json").write_text(config_text)
+    with pytest.raises(_JoinedWith) as joined_with:
+        experiment.resume(tmp_path, changes)
+    assert joined_with.value.timeout == expected
