@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import signal
 import sys
 import threading
@@ -611,17 +610,14 @@ def _recorded_dist_timeout(run: RunDir) -> float:
     """The run's own ``--dist-timeout``, read before the process group exists.
 
     The group is joined before rank 0 reads (and checks) the config, and its timeout cannot change
-    afterwards, so each rank reads the value here, where it can. A rank that cannot read it (no such
-    directory on its machine, an unreadable or odd file) joins with the default; the config itself is
-    validated later, by rank 0, with a clear error.
+    afterwards, so each rank reads the value here, where it can. A rank that cannot (no such directory
+    on its machine, an unreadable or invalid config) joins with the default; rank 0's read then reports
+    the config's error with its file.
     """
     try:
-        recorded = run.read_json(CONFIG)["run"]["dist_timeout"]
-    except (SsmrecError, KeyError, TypeError):
+        return _read_config(run).run.dist_timeout
+    except SsmrecError:
         return distributed.DEFAULT_TIMEOUT
-    if isinstance(recorded, bool) or not isinstance(recorded, int | float) or not 0 < recorded < math.inf:
-        return distributed.DEFAULT_TIMEOUT
-    return float(recorded)
 
 
 def _read_config(run: RunDir) -> TrainConfig:
