@@ -313,9 +313,17 @@ class EvalSpec:
             raise ConfigError(f"unknown metric {metric_name!r} in {self.metric!r}")
 
     @property
-    def selection_split(self) -> str:
-        """The split early stopping and model selection look at."""
+    def evaluated_split(self) -> str:
+        """The split evaluated while training: early stopping and the best epoch look at it (under
+        ``refit`` it is evaluated once, after the last epoch, and nothing is chosen on it)."""
         return "valid" if self.protocol == "standard" else "test"
+
+    @property
+    def selection_split(self) -> str:
+        """The split the setting and the number of epochs were chosen on: the test split only under
+        the paper protocol (a refit's epochs were chosen on the validation split by its tuning trial),
+        which is why a refit records it apart from :attr:`evaluated_split`."""
+        return "test" if self.protocol == "paper" else "valid"
 
 
 @dataclass(frozen=True)
@@ -407,6 +415,10 @@ class TrainConfig:
     @property
     def selection_split(self) -> str:
         return self.evaluation.selection_split
+
+    @property
+    def evaluated_split(self) -> str:
+        return self.evaluation.evaluated_split
 
     @property
     def protocol(self) -> str:

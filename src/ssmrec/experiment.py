@@ -212,7 +212,7 @@ def build_trainer(
     ``device``: where it trains (default: ``config.run.device`` resolved)."""
     rng = seed_everything(config.optim.seed)
     setup = build_training(config, data, device or resolve_device(config.run.device))
-    split = config.selection_split
+    split = config.evaluated_split
     context = distributed.current()  # several processes: every rank builds the same replica
     trainer = Trainer(
         setup,
@@ -275,7 +275,7 @@ def _show_progress(config: TrainConfig) -> bool:
 
 def check_evaluable(config: TrainConfig, data: Interactions) -> None:
     """Refuse a run whose selection or test split has nothing to evaluate (it would write NaN metrics)."""
-    for split in dict.fromkeys((config.selection_split, "test")):
+    for split in dict.fromkeys((config.evaluated_split, "test")):
         matrix = data.valid if split == "valid" else data.test
         if matrix is None or matrix.nnz == 0:
             if split == "valid":
@@ -690,7 +690,7 @@ def _run(
     hooks: RunHooks | NoHooks = RunHooks(run, config, watch) if run is not None else NoHooks()
     fault: NonFiniteError | None = None
     try:
-        state = trainer.fit(hooks, config.selection_split)
+        state = trainer.fit(hooks, config.evaluated_split)
     except NonFiniteError as error:
         fault, state = error, trainer.state
         state.stopped_by = "non-finite loss"
@@ -732,6 +732,7 @@ def _finish(
     final: dict[str, Any] = {
         "protocol": config.protocol,
         "selection_split": config.selection_split,
+        "evaluated_split": config.evaluated_split,
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
         "stopped_early": state.stopped_by == "early stop",

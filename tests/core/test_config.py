@@ -114,7 +114,7 @@ def test_bad_config_files(tmp_path: Path) -> None:
 
 def test_paper_protocol_selects_on_test_and_does_not_carve_validation() -> None:
     config = resolve_config({"protocol": "paper", "data": {"dataset": "gowalla"}})
-    assert config.selection_split == "test"
+    assert config.selection_split == config.evaluated_split == "test"
     assert config.data.valid_ratio == 0.0  # the record says what ran, not the unused default 0.1
     with pytest.raises(ConfigError, match="the paper protocol carves no validation split"):
         resolve_config({"protocol": "paper", "data": {"dataset": "gowalla", "valid_ratio": 0.2}})

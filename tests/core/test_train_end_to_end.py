@@ -60,6 +60,7 @@ def test_lightgcn_ssm_beats_popularity_and_writes_a_complete_run(planted: Path, 
     )
     assert final["test"]["recall@20"] > baseline["recall@20"] + 0.3, (final["test"], baseline)
     assert final["protocol"] == "standard" and final["selection_split"] == "valid"
+    assert final["evaluated_split"] == "valid"
     assert set(final) >= {"valid", "test", "best_epoch", "epochs_run", "train_seconds"}
 
     run = tmp_path / "run"
@@ -105,7 +106,7 @@ def test_same_seed_reproduces_metrics_exactly(planted: Path, tmp_path: Path) -> 
 
 def test_evaluate_command_reproduces_final_metrics(planted: Path, tmp_path: Path, capsys) -> None:
     final = _train(planted, tmp_path / "run", "--epochs", "2", "--protocol", "paper")
-    assert final["selection_split"] == "test" and "TEST" in final["note"]
+    assert final["selection_split"] == final["evaluated_split"] == "test" and "TEST" in final["note"]
     assert "valid" not in final  # the paper protocol trains on the full train split
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "run")]) == 0

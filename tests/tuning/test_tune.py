@@ -130,6 +130,8 @@ def test_refit_trains_on_train_plus_validation_and_evaluates_test_once(
     assert config["optim"]["epochs"] == config["optim"]["eval_every"] == best.user_attrs["best_epoch"]
     outcome = final(refit)
     assert "valid" not in outcome and set(outcome["test"]) >= {"recall@20", "ndcg@20"}
+    # the epochs were chosen on validation by the trial; test was only evaluated, once
+    assert outcome["selection_split"] == "valid" and outcome["evaluated_split"] == "test"
     assert len(history(refit)) == 1 and history(refit)[0]["split"] == "test"  # one test evaluation
     trial_run = study_dir / "trials" / f"trial-{best.number:04d}"
     before = json.loads((trial_run / "data.json").read_text())["counts"]
