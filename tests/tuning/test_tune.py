@@ -139,6 +139,7 @@ def test_refit_trains_on_train_plus_validation_and_evaluates_test_once(
     assert after["train_interactions"] == before["train_interactions"] + before["valid_interactions"]
     assert after["test_interactions"] == before["test_interactions"]
     report = (study_dir / "report.md").read_text()
+    assert after["items"] == before["items"] and "**Data:**" not in report  # same data: nothing to say
     assert "test evaluated once" in report and f"{outcome['test']['recall@20']:.4f}" in report
     capsys.readouterr()
     assert main(["tune", *fixed(data), "--trials", "3", "--output", str(study_dir), "--refit"]) == 0

@@ -16,11 +16,12 @@ import json
 import math
 import tomllib
 import warnings
+from pathlib import Path
 from typing import Any
 
 from ssmrec.config import TrainConfig, build_config, upgrade_legacy
 from ssmrec.errors import SsmrecError
-from ssmrec.rundir import CONFIG, atomic_write_bytes
+from ssmrec.rundir import CONFIG, DATA, atomic_write_bytes
 from ssmrec.tuning.study import TRIALS, TuneSpec
 
 BEST = "best.toml"
@@ -296,8 +297,35 @@ def report_text(
             f"selected on test: test Recall@20 **{test.get('recall@20', float('nan')):.4f}**, "
             f"NDCG@20 **{test.get('ndcg@20', float('nan')):.4f}**.",
         ]
+        difference = data_difference(refit.get("trial_counts"), refit.get("counts"))
+        if difference:
+            lines += ["", difference]
     lines += ["", "## Trials", "", *markdown_table(rows), "", "![history](history.png)", ""]
     return "\n".join(lines)
+
+
+def data_difference(trial_counts: dict[str, Any] | None, refit_counts: dict[str, Any] | None) -> str | None:
+    """Why the refit's test numbers are over slightly other data than the trials saw, or ``None``.
+
+    The refit trains on train + validation, so an item (or user) whose only training pairs fell into the
+    carved validation split is known to the refit but was dropped from the trials' data as unseen in
+    training, and so were its test pairs: the refit ranks a larger catalogue and evaluates those pairs
+    too. The numbers stay comparable with other refits of the same data, not exactly with the trials'."""
+    if not trial_counts or not refit_counts:
+        return None
+    keys = (("users", "users"), ("items", "items"), ("test_interactions", "test pairs"))
+    changed = [
+        f"{refit_counts[key]:,} {name} against {trial_counts[key]:,}"
+        for key, name in keys
+        if key in trial_counts and key in refit_counts and refit_counts[key] != trial_counts[key]
+    ]
+    if not changed:
+        return None
+    return (
+        "**Data:** the refit's data holds " + ", ".join(changed) + " in the trials' data: users and items "
+        "whose only training pairs fell into the carved validation split are known to the refit, and "
+        "their test pairs are evaluated, while the trials' data dropped them as unseen in training."
+    )
 
 
 # -------------------------------------------------------------------------------------------- refit
@@ -308,7 +336,7 @@ def refit_best(study: Any, spec: TuneSpec, note: Any) -> dict[str, Any] | None:
     evaluate on test once (protocol ``refit``); a refit done before is read back, not evaluated again."""
     from ssmrec import experiment
     from ssmrec.data import load_dataset
-    from ssmrec.rundir import DATA, FINAL
+    from ssmrec.rundir import FINAL
 
     best = _best(study)
     if best is None:
@@ -348,4 +376,19 @@ def refit_best(study: Any, spec: TuneSpec, note: Any) -> dict[str, Any] | None:
         f"{test.get('ndcg@20', float('nan')):.4f} (trained on train + validation for {epochs} epochs; "
         "the test split evaluated once, nothing selected on it)"
     )
-    return {"trial": best.number, "epochs": epochs, "run_dir": str(run_dir), "test": test}
+    return {
+        "trial": best.number,
+        "epochs": epochs,
+        "run_dir": str(run_dir),
+        "test": test,
+        "counts": _data_counts(run_dir),
+        "trial_counts": _data_counts(spec.output / TRIALS / best.user_attrs["run_dir_name"]),
+    }
+
+
+def _data_counts(run_dir: Path) -> dict[str, Any] | None:
+    """A run directory's data counts (``data.json``), ``None`` where it cannot be read."""
+    try:
+        return json.loads((run_dir / DATA).read_text())["counts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
