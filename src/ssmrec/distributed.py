@@ -3,7 +3,8 @@
 ``ssmrec train`` started by ``torchrun`` (``python -m torch.distributed.run``) finds ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR``/``MASTER_PORT`` in its environment and joins the
 group itself (:func:`session`): gloo on CPUs, NCCL where the rank's device is a GPU. Without those
-variables (or with ``WORLD_SIZE=1``) everything here is the identity and no group exists.
+variables (or with ``WORLD_SIZE=1``) everything here is the identity and no group exists; nor inside
+:func:`independent_workers`, for commands whose torchrun processes each do their own work (``ssmrec tune``).
 
 Every collective has a bounded timeout (``--dist-timeout``, seconds): a rank that dies or hangs makes
 the others fail with :class:`PeerLostError` within that time instead of waiting forever.
@@ -193,6 +194,7 @@ class Context:
 
 
 _current = Context()
+_independent = False
 
 
 def current() -> Context:
@@ -249,7 +251,7 @@ def session(timeout: float = DEFAULT_TIMEOUT, prefer_cuda: bool = False) -> Iter
     warnings only (rank 0 reports the run).
     """
     global _current
-    if _current.active or environment_world_size() <= 1:
+    if _current.active or _independent or environment_world_size() <= 1:
         yield _current
         return
     if not timeout > 0:
@@ -295,6 +297,31 @@ def session(timeout: float = DEFAULT_TIMEOUT, prefer_cuda: bool = False) -> Iter
         if not failed:  # after a lost peer the group is unusable; the process is about to exit anyway
             with contextlib.suppress(RuntimeError, dist.DistError):
                 dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def independent_workers() -> Iterator[int | None]:
+    """Run the block as one of torchrun's processes doing work of its own: no process group is joined
+    (every :func:`session` inside is the single-process one).
+
+    For commands whose processes do different work, as ``ssmrec tune``'s do (each trains its own trials
+    of a shared study): joining would make trials with different settings train as the replicas of one
+    model, which gives wrong numbers without an error. Under torchrun with CUDA, the process's current
+    GPU becomes ``cuda:LOCAL_RANK``, so ``--device auto`` or ``cuda`` (no index) gives each worker its
+    own GPU. Yields ``LOCAL_RANK`` under torchrun, ``None`` without it.
+    """
+    global _independent
+    if environment_world_size() <= 1:
+        yield None
+        return
+    local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    if torch.cuda.is_available() and local_rank < torch.cuda.device_count():
+        torch.cuda.set_device(local_rank)
+    previous, _independent = _independent, True
+    try:
+        yield local_rank
+    finally:
+        _independent = previous
 
 
 def _load_dynamo_before_the_group() -> None:

@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from conftest import write_clustered
 
 from ssmrec.cli import main
 from ssmrec.config import build_config
+from ssmrec.experiment import train
 from ssmrec.tuning.report import config_toml
 
 optuna = pytest.importorskip("optuna", reason="the tune extra (optuna) is not installed")
@@ -230,6 +232,37 @@ def test_two_processes_share_one_study(data: Path, tmp_path: Path) -> None:
     assert len({t.user_attrs["run_dir_name"] for t in study.trials}) == 4
     for trial in study.trials:
         assert trial.value == final(output / "trials" / trial.user_attrs["run_dir_name"])["valid"]["ndcg@10"]
+
+
+def test_torchrun_processes_are_independent_workers_of_one_study(data: Path, tmp_path: Path) -> None:
+    """``torchrun --nproc-per-node 2 -m ssmrec tune``: each process trains its own trials and joins no
+    process group. Before, the two processes' first trials (different settings) trained together as the
+    replicas of one model, both reporting the same wrong value, and later trials failed to join. Each
+    trial's curve must be that of a single process trained with its config; the refit runs once."""
+    output = tmp_path / "tune"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    dropped = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SSMREC_FAULT")
+    env = {**{k: v for k, v in os.environ.items() if k not in dropped}, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
+               "-m", "ssmrec", "tune", *fixed(data, epochs=2), "--trials", "4", "--output", str(output),
+               "--no-prune", "--refit"]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("joins no process group") == 2
+    study = load(output)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    assert study.user_attrs["workers"] == 2
+    for trial in study.trials:
+        run = output / "trials" / trial.user_attrs["run_dir_name"]
+        alone = tmp_path / f"alone-{trial.number}"
+        config = build_config(json.loads((run / "config.json").read_text()))
+        train(config.replace(run={"output": str(alone), "name": alone.name}))
+        assert history(alone) == history(run), trial.number  # not trained as another trial's replica
+    refits = sorted(path.name for path in output.iterdir() if path.name.startswith("refit-trial-"))
+    assert refits == [f"refit-trial-{study.best_trial.number:04d}"]
+    assert done.stderr.count("read back, test not evaluated again") == 1  # the other process waited
 
 
 def test_a_setting_every_trial_shares_stops_the_study_with_its_reason(

@@ -82,11 +82,12 @@ def add_tune_parser(
 def tune_command(
     args: argparse.Namespace, flag_values: Callable[[argparse.Namespace], dict[str, Any]]
 ) -> int:
+    from ssmrec import distributed
     from ssmrec.config import read_config_file, resolve_config
     from ssmrec.errors import ConfigError
     from ssmrec.tuning.report import refit_best, write_outputs
     from ssmrec.tuning.space import build_space
-    from ssmrec.tuning.study import TuneSpec, import_optuna, run_study
+    from ssmrec.tuning.study import TuneSpec, import_optuna, refit_lock, run_study, wait_for_live_trials
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     import_optuna()
@@ -127,8 +128,18 @@ def tune_command(
     def note(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    study = run_study(spec, note, lambda study: write_outputs(study, spec))
-    refit = refit_best(study, spec, note) if spec.refit else None
+    with distributed.independent_workers() as local_rank:  # under torchrun: one worker per process
+        if local_rank is not None:
+            note(
+                f"torchrun: this process (local rank {local_rank}) is one worker of the study; it trains "
+                "its own trials and joins no process group"
+            )
+        study = run_study(spec, note, lambda study: write_outputs(study, spec))
+        refit = None
+        if spec.refit:
+            wait_for_live_trials(study, spec, note)
+            with refit_lock(output):
+                refit = refit_best(study, spec, note)
     write_outputs(study, spec, refit)
     print(f"report written to {output / 'report.md'}; best config in {output / 'best.toml'}")
     return 0

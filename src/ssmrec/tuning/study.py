@@ -43,6 +43,7 @@ logger = logging.getLogger("ssmrec")
 TRIALS = "trials"
 STUDY_LOCK = ".study.lock"
 LOCKS = ".locks"
+REFIT_LOCK = "refit.lock"
 MAX_FAILURES = 3
 """Consecutive failed trials after which a process stops: a setting every trial shares is wrong."""
 ATTRIBUTE = "ssmrec"
@@ -158,6 +159,46 @@ def try_trial_lock(output: Path, run_name: str) -> TextIO | None:
 def release(handle: TextIO) -> None:
     fcntl.flock(handle, fcntl.LOCK_UN)
     handle.close()
+
+
+@contextlib.contextmanager
+def refit_lock(output: Path) -> Iterator[None]:
+    """Exclusive across the processes sharing ``output`` for the refit: the first process trains it,
+    the others wait and then read it back (two would write one run directory at once)."""
+    folder = output / LOCKS
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / REFIT_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def wait_for_live_trials(
+    study: Any, spec: TuneSpec, note: Callable[[str], None], poll_seconds: float = 5.0
+) -> None:
+    """Return once no trial of the study is being run by a live process.
+
+    The refit trains the study's best trial, which is only known once the trials other processes are
+    still running have ended; a trial left running by a dead process (its folder lock is free) is not
+    waited for."""
+    optuna = import_optuna()
+    announced = False
+    while True:
+        live = []
+        for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            lock = try_trial_lock(spec.output, frozen.user_attrs.get("run_dir_name") or "")
+            if lock is None:
+                live.append(frozen.number)
+            else:
+                release(lock)
+        if not live:
+            return
+        if not announced:
+            note(f"the refit waits for trial(s) {', '.join(map(str, live))}, run by other processes")
+            announced = True
+        time.sleep(poll_seconds)
 
 
 # -------------------------------------------------------------------------------------------- study
