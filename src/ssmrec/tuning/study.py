@@ -188,7 +188,8 @@ def wait_for_live_trials(
     while True:
         live = []
         for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            lock = try_trial_lock(spec.output, frozen.user_attrs.get("run_dir_name") or "")
+            name = frozen.user_attrs.get("run_dir_name") or f"trial-{frozen.number:04d}"
+            lock = try_trial_lock(spec.output, name)
             if lock is None:
                 live.append(frozen.number)
             else:
