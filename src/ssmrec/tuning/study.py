@@ -132,15 +132,20 @@ class TrialOutcome:
 
 
 @contextlib.contextmanager
-def study_lock(output: Path) -> Iterator[None]:
-    """Exclusive across the processes sharing ``output``: asking for trials, adopting dead ones."""
-    output.mkdir(parents=True, exist_ok=True)
-    with open(output / STUDY_LOCK, "a") as handle:
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created) for the block, waiting for it if need be."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def study_lock(output: Path) -> contextlib.AbstractContextManager[None]:
+    """Exclusive across the processes sharing ``output``: asking for trials, adopting dead ones."""
+    return exclusive(output / STUDY_LOCK)
 
 
 def try_trial_lock(output: Path, run_name: str) -> TextIO | None:
@@ -161,18 +166,10 @@ def release(handle: TextIO) -> None:
     handle.close()
 
 
-@contextlib.contextmanager
-def refit_lock(output: Path) -> Iterator[None]:
+def refit_lock(output: Path) -> contextlib.AbstractContextManager[None]:
     """Exclusive across the processes sharing ``output`` for the refit: the first process trains it,
     the others wait and then read it back (two would write one run directory at once)."""
-    folder = output / LOCKS
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / REFIT_LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive(output / LOCKS / REFIT_LOCK)
 
 
 def wait_for_live_trials(
