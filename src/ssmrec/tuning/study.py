@@ -166,6 +166,16 @@ def release(handle: TextIO) -> None:
     handle.close()
 
 
+def run_by_live_process(output: Path, frozen: Any) -> bool:
+    """Whether a live process holds the folder lock of this ``RUNNING`` trial (the kernel drops a killed
+    process's lock; a trial not yet named is locked under its default folder name)."""
+    lock = try_trial_lock(output, frozen.user_attrs.get("run_dir_name") or f"trial-{frozen.number:04d}")
+    if lock is None:
+        return True
+    release(lock)
+    return False
+
+
 def refit_lock(output: Path) -> contextlib.AbstractContextManager[None]:
     """Exclusive across the processes sharing ``output`` for the refit: the first process trains it,
     the others wait and then read it back (two would write one run directory at once)."""
@@ -183,14 +193,8 @@ def wait_for_live_trials(
     optuna = import_optuna()
     announced = False
     while True:
-        live = []
-        for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            name = frozen.user_attrs.get("run_dir_name") or f"trial-{frozen.number:04d}"
-            lock = try_trial_lock(spec.output, name)
-            if lock is None:
-                live.append(frozen.number)
-            else:
-                release(lock)
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        live = [frozen.number for frozen in running if run_by_live_process(spec.output, frozen)]
         if not live:
             return
         if not announced:
@@ -272,11 +276,9 @@ def claim_trial(study: Any, spec: TuneSpec) -> Claim | None:
     folder), else a new one; ``None`` once the study has its ``--trials``. Call under :func:`study_lock`."""
     optuna = import_optuna()
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if run_by_live_process(spec.output, frozen):
+            continue
         run_name = frozen.user_attrs.get("run_dir_name")
-        lock = try_trial_lock(spec.output, run_name or f"unnamed-{frozen.number}")
-        if lock is None:
-            continue  # a live process runs it
-        release(lock)
         study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
         attrs = {"resumes": frozen.number}
         if run_name:
